@@ -1,0 +1,36 @@
+"""Every library notebook is a test file: run its cells as `nbdev_test` would, one pytest case each.
+
+Cells flagged `#| slow`, `#| cuda` or `#| notest` are skipped; set MEDLORD_NB_FLAGS="slow" to run slow ones.
+"""
+import os
+from pathlib import Path
+import pytest
+from nbdev.test import test_nb as _run_nb   # aliased so pytest does not collect it
+from fastcore.basics import str2bool
+
+ROOT = Path(__file__).resolve().parents[1]
+NBS = sorted(p for p in (ROOT/"nbs").glob("*.ipynb") if not p.name.startswith("_"))
+
+def _flags():
+    from configparser import ConfigParser
+    cfg = ConfigParser(delimiters=["="]); cfg.read(ROOT/"settings.ini")
+    return cfg["DEFAULT"]["tst_flags"].split()
+
+@pytest.mark.parametrize("nb", NBS, ids=[p.stem for p in NBS])
+def test_notebook(nb):
+    force = os.environ.get("MEDLORD_NB_FLAGS", "").split()
+    ok, secs = _run_nb(nb, skip_flags=_flags(), force_flags=force, basepath=ROOT)
+    assert ok, f"{nb.name} failed (traceback above)"
+
+def test_every_notebook_owns_a_module():
+    import json
+    exp = set()
+    for nb in NBS:
+        cells = json.loads(nb.read_text())["cells"]
+        srcs = ["".join(c["source"]) for c in cells if c["cell_type"] == "code"]
+        if nb.stem == "index": continue
+        de = [s for s in srcs if s.startswith("#| default_exp")]
+        assert de, f"{nb.name} has no '#| default_exp' cell"
+        exp.add(de[0].split()[-1])
+    mods = {p.stem for p in (ROOT/"medlord_nb").glob("*.py") if not p.stem.startswith("_")}
+    assert mods <= exp, f"modules without a notebook: {sorted(mods - exp)}"
