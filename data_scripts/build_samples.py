@@ -233,6 +233,12 @@ def derive_lung_vessels(hu, spacing, nodule=None, min_ml=50.0, second_ratio=0.15
                 components_dropped_ml=[round(float(s), 1) for s in sizes[order[len(keep):len(keep) + 3]]])
     return lung, vessels, info
 
+def to_ras(arr: np.ndarray, aff: np.ndarray):
+    "Flip/permute array axes so they run towards R, A, S (nibabel's canonical orientation; lossless)."
+    from nibabel.orientations import io_orientation, axcodes2ornt, ornt_transform, apply_orientation, inv_ornt_aff
+    t = ornt_transform(io_orientation(aff), axcodes2ornt("RAS"))
+    return np.ascontiguousarray(apply_orientation(arr, t)), aff @ inv_ornt_aff(t, arr.shape)
+
 def compose_labels(masks: dict[str, np.ndarray], shape) -> np.ndarray:
     code = {v: k for k, v in LABELS.items()}
     lab = np.zeros(shape, np.uint8)
@@ -267,7 +273,9 @@ def build_sample(name: str, spec: dict, members: dict[str, bytes]):
     lung, vessels, dinfo = derive_lung_vessels(hu_i16.astype(np.float32), sp, masks.get("nodule"))
     masks.update(lung=lung, vessels=vessels)
     labels = compose_labels(masks, hu_i16.shape)
-    return hu_i16, labels, aff, dict(placement=placement, derived=dinfo, crop_lo=[int(v) for v in lo],
+    src_codes = "".join(nib.aff2axcodes(aff))
+    (hu_i16, _), (labels, aff) = to_ras(hu_i16, aff), to_ras(labels, aff)
+    return hu_i16, labels, aff, dict(source_axcodes=src_codes, placement=placement, derived=dinfo, crop_lo=[int(v) for v in lo],
                                      resampled_shape=list(shape), source_shape=list(src_arr.shape),
                                      source_spacing=[round(float(s), 6) for s in np.sqrt((src_aff[:3, :3] ** 2).sum(0))],
                                      mask_hu={k: round(float(hu_i16[v].mean()), 1) for k, v in masks.items() if v.any()})
@@ -288,7 +296,8 @@ def main(argv=None):
                    "(written in the order " + ", ".join(PRECEDENCE) + "; later wins)",
         resampling="scipy.ndimage: image Gaussian-prefiltered (sigma = (zoom-1)/2 voxels) then trilinear; labels "
                    "nearest neighbour through world coordinates; 5 mm slices kept (no z resolution invented); "
-                   "cropped in-plane to the body plus a 6 mm margin",
+                   "cropped in-plane to the body plus a 6 mm margin; array axes flipped to run towards R, A, S "
+                   "(nibabel's canonical orientation, the one medlord_nb.data.load_volume returns)",
         derived_labels=dict(
             lung=f"air-like voxels (HU < {AIR_HU:g}) not connected to the in-plane border of their axial slice "
                  f"(i.e. inside the body), the largest 3D connected component plus the second largest if it holds "
@@ -321,7 +330,7 @@ def main(argv=None):
                         archive_sha256=src["sha256"], licence=src["licence"], image_member=spec["image"],
                         mask_members=spec["masks"], source_shape=info["source_shape"],
                         source_spacing_mm=info["source_spacing"]),
-            derivation=dict(resampled_shape=info["resampled_shape"], crop_start=info["crop_lo"],
+            derivation=dict(source_axcodes=info["source_axcodes"], resampled_shape=info["resampled_shape"], crop_start_in_resampled_source_grid=info["crop_lo"],
                             mask_placement=info["placement"], lung_components=info["derived"],
                             mean_hu_in_full_source_masks=info["mask_hu"],
                             derived=["lung", "vessels"], from_source=list(spec["masks"])),
