@@ -40,6 +40,8 @@ def run(experiment:str, # experiment name (under nbs/experiments) or notebook pa
         nb = find_experiment(experiment)
         print(yaml.safe_dump({"notebook": str(nb), "parameters": {**(load_yaml(config) if config else {}), **params}}, sort_keys=False))
         return
+    import logging
+    logging.basicConfig(level=logging.INFO, format="%(message)s")    # papermill streams the notebook's output here
     out = run_experiment(experiment, name=name, root=root, params=params, config=config, force=force, log_output=True, progress=False)
     print(f"run written to {out}")
 

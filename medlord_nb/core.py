@@ -65,6 +65,8 @@ def atomic_write(path:str|Path, # destination file
     if isinstance(data, str): data = data.encode("utf-8")
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        um = os.umask(0); os.umask(um)
+        os.fchmod(fd, 0o666 & ~um)             # mkstemp makes 0600; give the file the usual permissions
         with os.fdopen(fd, "wb") as f:
             f.write(data); f.flush(); os.fsync(f.fileno())
         os.replace(tmp, path)

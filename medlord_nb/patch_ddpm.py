@@ -28,7 +28,7 @@ __all__ = ['PatchDDPMConfig', 'prepare', 'condition', 'PatchBatches', 'build_mod
 @dataclasses.dataclass
 class PatchDDPMConfig(Config):
     "Settings of the patch-wise pixel DDPM (System B); defaults are the CPU smoke size."
-    train_samples: tuple[str, ...] = ("lung1", "lung2") # embedded samples (or CT files) to train on
+    train_samples: tuple[str, ...] = ("lung1", "lung2") # embedded samples to train on (see `data.list_samples()`)
     condition_sample: str = "lung1" # sample whose mask conditions the generated volume
     labels: tuple[int, ...] = (1, 2, 3) # conditioning labels (lung, vessels, nodule); others become background
     patch_size: tuple[int, int, int] = (32, 32, 16) # training patch (X, Y, Z) voxels
@@ -37,7 +37,7 @@ class PatchDDPMConfig(Config):
     lung_prob: float = 0.4 # chance a patch is centred on a lung voxel
     channels: tuple[int, ...] = (16, 32, 64) # UNet widths per level
     num_res_blocks: int = 1 # res blocks per level
-    attention_levels: tuple[bool, ...] = (False, False, True) # self-attention per level (bottom only)
+    attention_levels: tuple[bool, ...] = (False, False, False) # self-attention per level (none: see below)
     num_head_channels: int = 16 # channels per attention head
     norm_num_groups: int = 8 # GroupNorm groups
     additive_skips: bool = True # PatchDDM's (h + skip) / 2 instead of concat
@@ -137,10 +137,10 @@ def build_model(cfg:PatchDDPMConfig) -> ConcatConditioned:
                norm_num_groups=cfg.norm_num_groups, additive_skips=cfg.additive_skips, use_checkpointing=cfg.use_checkpointing)
     return ConcatConditioned(net, 1, cfg.cond_channels)
 
-def _volume(name_or_path:str) -> CTVolume:
-    from medlord_nb.data import list_samples, load_image_and_mask
-    if name_or_path in list_samples(): return load_sample(name_or_path)
-    raise ValueError(f"unknown training sample {name_or_path!r}; embedded samples: {list_samples()}")
+def _volume(name:str) -> CTVolume:
+    from medlord_nb.data import list_samples
+    if name in list_samples(): return load_sample(name)
+    raise ValueError(f"unknown training sample {name!r}; embedded samples: {list_samples()}")
 
 def train(cfg:PatchDDPMConfig, # settings
           run:str|Path|None=None, # run directory: checkpoints go to run/checkpoints (resumed if present)
@@ -149,8 +149,8 @@ def train(cfg:PatchDDPMConfig, # settings
     "Train the patch DDPM on the configured samples; returns the trainer (EMA model in `.eval_model`)."
     seed_everything(cfg.seed)
     vols = [prepare(_volume(n), cfg.labels) for n in cfg.train_samples]
-    probs = {len(cfg.labels): cfg.nodule_prob, 1: cfg.lung_prob} if 3 in cfg.labels else {1: cfg.lung_prob}
-    probs = {k: v for k, v in probs.items() if v > 0}
+    cls_of = {lab: i + 1 for i, lab in enumerate(cfg.labels)}          # label value -> model class
+    probs = {cls_of[lab]: p for lab, p in ((3, cfg.nodule_prob), (1, cfg.lung_prob)) if lab in cls_of and p > 0}
     batches = PatchBatches(vols, cfg.patch_size, cfg.batch_size, cfg.num_classes, probs)
     tr = Trainer(build_model(cfg), cfg.noise_schedule(), batches, cfg.train_config(), device=cfg.device,
                  ckpt_dir=Path(run)/"checkpoints" if run else None, progress=progress)

@@ -65,20 +65,28 @@ def show_slice(image:np.ndarray, # (X, Y, Z) HU volume
                index:int|None=None, # slice index; middle when None
                spacing:Sequence[float]|None=None, # voxel spacing (mm), for the aspect ratio
                window:str|tuple="lung", # display window
-               alpha:float=0.4, # overlay opacity
+               alpha:float=0.4, # overlay opacity (style 'fill')
                ax=None, # matplotlib axis to draw into
                title:str|None=None,
+               style:Literal["contour", "fill"]="contour", # label outlines (keep the CT visible) or filled colours
               ):
     "Draw one slice with an optional label overlay; returns the axis."
     if labels is not None and labels.shape != image.shape:
         raise ValueError(f"labels shape {labels.shape} != image shape {image.shape}")
+    if style not in ("contour", "fill"): raise ValueError(f"unknown overlay style {style!r}; use 'contour' or 'fill'")
     ax = ax or plt.subplots(figsize=(4, 4))[1]
     ax.imshow(display_window(take_slice(image, plane, index), window), cmap="gray", vmin=0, vmax=1,
               aspect=_aspect(spacing, plane), interpolation="nearest")
     if labels is not None and labels.max() > 0:
         lab = take_slice(labels, plane, index).astype(int)
-        ax.imshow(np.ma.masked_equal(lab, 0), cmap=_label_cmap(int(labels.max())), vmin=0, vmax=int(labels.max()),
-                  alpha=alpha, aspect=_aspect(spacing, plane), interpolation="nearest")
+        if style == "fill":
+            ax.imshow(np.ma.masked_equal(lab, 0), cmap=_label_cmap(int(labels.max())), vmin=0, vmax=int(labels.max()),
+                      alpha=alpha, aspect=_aspect(spacing, plane), interpolation="nearest")
+        else:
+            cm = _label_cmap(int(labels.max()))
+            for k in np.unique(lab):
+                if k == 0: continue
+                ax.contour(lab == k, levels=[0.5], colors=[cm(int(k))[:3]], linewidths=0.7)
     ax.set_axis_off()
     if title: ax.set_title(title, fontsize=9)
     return ax
@@ -103,7 +111,7 @@ def orthoslices(image:np.ndarray, # (X, Y, Z) HU volume
 def montage(volumes:dict, # {row title: (image, labels or None)} all in HU, X,Y,Z
             spacing:Sequence[float]|None=None, # voxel spacing (mm) for the aspect ratios
             planes:Sequence[str]=("axial", "coronal", "sagittal"), # planes shown, left to right
-            n_slices:int=2, # slices per plane (spread around `center`)
+            n_slices:int=2, # slices per plane: the centre and its neighbours 12% of the axis apart
             center:Sequence[int]|None=None, # voxel the slices are taken around; middle when None
             window:str|tuple="lung", # display window
             overlay:bool=True, # draw the label overlay
@@ -118,7 +126,7 @@ def montage(volumes:dict, # {row title: (image, labels or None)} all in HU, X,Y,
     cols = []
     for p in planes:
         n, c = shape[_AXIS[p]], center[_AXIS[p]]
-        off = np.linspace(-0.15, 0.15, n_slices) * n if n_slices > 1 else [0]
+        off = (np.arange(n_slices) - (n_slices - 1) // 2) * 0.12 * n      # always includes the centre slice
         cols += [(p, int(np.clip(round(c + o), 0, n - 1))) for o in off]
     fig, axs = plt.subplots(len(volumes), len(cols), figsize=(2.2 * len(cols), 2.3 * len(volumes)), squeeze=False)
     for r, (name, (img, lab)) in enumerate(volumes.items()):

@@ -1,0 +1,17 @@
+"""The wheel carries the embedded sample data and the console script, so `pip install .` works offline."""
+import subprocess, sys, zipfile, json
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+def test_wheel_contains_samples(tmp_path):
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(tmp_path), str(ROOT)],
+                   check=True, capture_output=True)
+    whl = next(tmp_path.glob("medlord*.whl"))
+    names = zipfile.ZipFile(whl).namelist()
+    manifest = json.loads((ROOT/"medlord_nb/samples/manifest.json").read_text())
+    for s in ("lung1", "lung2", "cta"):
+        for kind in ("image", "labels"): assert f"medlord_nb/samples/{s}_{kind}.nii.gz" in names, (s, kind)
+    assert "medlord_nb/samples/manifest.json" in names
+    ep = [n for n in names if n.endswith("entry_points.txt")]
+    assert ep and "medlord = medlord_nb.cli:main" in zipfile.ZipFile(whl).read(ep[0]).decode()
