@@ -29,6 +29,10 @@ import nibabel as nib
 import SimpleITK as sitk
 from scipy import ndimage as ndi
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+# the HU-derived masks are the library's own (medlord_nb.data), so samples and user data are treated alike
+from medlord_nb.data import AIR_HU, BODY_HU, VESSEL_HU, body_mask, outside_air, derive_lung_vessels
+
 REPO = Path(__file__).resolve().parents[1]
 
 LABELS = {0: "background", 1: "lung", 2: "vessels", 3: "nodule", 4: "heart", 5: "aorta", 6: "pulmonary_artery"}
@@ -72,7 +76,6 @@ SAMPLES = {
                   description="chest CT, 5 mm slices, one ~45 mm lung tumour (manual mask)"),
 }
 # HU thresholds of the derived labels
-AIR_HU, BODY_HU, VESSEL_HU = -400.0, -500.0, -500.0
 CROP_MARGIN_MM = 6.0
 
 # ------------------------------------------------------------------------------------------------ I/O
@@ -187,52 +190,6 @@ def resample_image(arr, src_affine, tgt_affine, tgt_shape, zoom):
     return resample_to(x, src_affine, tgt_affine, tgt_shape, order=1)
 
 # ----------------------------------------------------------------------------------- derived labels
-def _inplane(n=3):
-    s = np.zeros((3, 3, 3), bool); s[:, :, 1] = ndi.generate_binary_structure(2, 1 if n == 1 else 2); return s
-
-def slicewise_fill(mask):
-    out = np.empty_like(mask)
-    for k in range(mask.shape[2]): out[:, :, k] = ndi.binary_fill_holes(mask[:, :, k])
-    return out
-
-def body_mask(hu):
-    "Largest 3D component of tissue (HU > -500), holes filled slice by slice (so lungs are inside)."
-    tissue = ndi.binary_opening(hu > BODY_HU, structure=_inplane(), iterations=2)   # detach thin table/blankets
-    lab, n = ndi.label(tissue)
-    if n == 0: raise SystemExit("no body found")
-    sizes = ndi.sum_labels(np.ones_like(lab), lab, index=np.arange(1, n + 1))
-    return slicewise_fill(lab == (1 + int(np.argmax(sizes))))
-
-def outside_air(air):
-    "Air connected to the in-plane border of its axial slice (per slice, so a trachea leaving the top stays inside)."
-    out = np.zeros_like(air)
-    for k in range(air.shape[2]):
-        lab, n = ndi.label(air[:, :, k])
-        if n == 0: continue
-        edge = np.unique(np.concatenate([lab[0], lab[-1], lab[:, 0], lab[:, -1]]))
-        out[:, :, k] = np.isin(lab, edge[edge > 0])
-    return out
-
-def derive_lung_vessels(hu, spacing, nodule=None, min_ml=50.0, second_ratio=0.15):
-    "Lung = inside-body air (HU < -400), 2 largest 3D components, closed + hole-filled in-plane; vessels = HU > -500 inside."
-    air = hu < AIR_HU
-    inside = air & ~outside_air(air)
-    lab, n = ndi.label(inside)
-    vox_ml = float(np.prod(spacing)) / 1000.0
-    sizes = ndi.sum_labels(np.ones_like(lab), lab, index=np.arange(1, n + 1)) * vox_ml
-    order = np.argsort(-sizes)
-    keep = [order[0]] if n and sizes[order[0]] >= min_ml else []
-    if n > 1 and sizes[order[1]] >= max(min_ml, second_ratio * sizes[order[0]]): keep.append(order[1])
-    lung = np.isin(lab, [int(i) + 1 for i in keep])
-    lung = ndi.binary_closing(np.pad(lung, 3), structure=_inplane(), iterations=2)[3:-3, 3:-3, 3:-3]
-    lung = slicewise_fill(lung)
-    core = ndi.binary_erosion(lung, structure=_inplane(1), iterations=1)  # skip the partial-volume rim
-    vessels = core & (hu > VESSEL_HU)
-    if nodule is not None: vessels &= ~nodule
-    info = dict(components_kept_ml=[round(float(sizes[i]), 1) for i in keep],
-                components_dropped_ml=[round(float(s), 1) for s in sizes[order[len(keep):len(keep) + 3]]])
-    return lung, vessels, info
-
 def to_ras(arr: np.ndarray, aff: np.ndarray):
     "Flip/permute array axes so they run towards R, A, S (nibabel's canonical orientation; lossless)."
     from nibabel.orientations import io_orientation, axcodes2ornt, ornt_transform, apply_orientation, inv_ornt_aff

@@ -7,15 +7,17 @@ from __future__ import annotations
 import hashlib, importlib.resources
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal, NamedTuple
+from typing import Literal, NamedTuple, Sequence
 import numpy as np
 import torch
+from scipy import ndimage
 from .core import load_json
 
 # %% auto #0
-__all__ = ['LABELS', 'Reader', 'check_volume', 'CTVolume', 'sample_manifest', 'list_samples', 'load_sample', 'label_stats',
-           'reorient', 'load_volume', 'load_image_and_mask', 'save_volume', 'hu_to_unit', 'unit_to_hu', 'remap_labels',
-           'one_hot', 'global_coords', 'make_phantom', 'Patch', 'PatchBatch', 'PatchSampler']
+__all__ = ['LABELS', 'Reader', 'AIR_HU', 'BODY_HU', 'VESSEL_HU', 'check_volume', 'CTVolume', 'sample_manifest', 'list_samples',
+           'load_sample', 'label_stats', 'reorient', 'load_volume', 'load_image_and_mask', 'save_volume', 'hu_to_unit',
+           'unit_to_hu', 'remap_labels', 'one_hot', 'global_coords', 'make_phantom', 'slicewise_fill', 'body_mask',
+           'outside_air', 'derive_lung_vessels', 'Patch', 'PatchBatch', 'PatchSampler']
 
 # %% ../nbs/01_data.ipynb #cd132858
 LABELS: dict[int, str] = {0: "background", 1: "lung", 2: "vessels", 3: "nodule", 4: "heart", 5: "aorta",
@@ -409,6 +411,67 @@ def make_phantom(shape:tuple[int,int,int]=(48, 48, 32), # volume size (X, Y, Z)
     return CTVolume(img, labels, tuple(spacing), affine, names, "phantom", {"seed": seed, "synthetic": True})
 
 # %% ../nbs/01_data.ipynb #83fbc0c0
+AIR_HU, BODY_HU, VESSEL_HU = -400.0, -500.0, -500.0
+
+def _inplane(n=3):
+    s = np.zeros((3, 3, 3), bool); s[:, :, 1] = ndimage.generate_binary_structure(2, 1 if n == 1 else 2); return s
+
+def slicewise_fill(mask:np.ndarray) -> np.ndarray:
+    "Fill holes in each axial slice of a 3D boolean mask."
+    out = np.empty_like(mask)
+    for k in range(mask.shape[2]): out[:, :, k] = ndimage.binary_fill_holes(mask[:, :, k])
+    return out
+
+def body_mask(hu:np.ndarray, # HU volume (X, Y, Z)
+              threshold:float=BODY_HU, # tissue above this HU
+             ) -> np.ndarray: # boolean body mask
+    "The body: largest 3D component of tissue, table detached, holes filled slice by slice."
+    hu = np.asarray(hu)
+    if hu.min() >= -2 and hu.max() <= 2:
+        raise ValueError(f"values lie in [{hu.min():.2f}, {hu.max():.2f}]: is this a CT in HU, not [-1, 1] model units? use unit_to_hu first")
+    tissue = ndimage.binary_opening(hu > threshold, structure=_inplane(), iterations=2)
+    lab, n = ndimage.label(tissue)
+    if n == 0: raise ValueError(f"no voxel above {threshold} HU: is this a CT in HU (not [-1, 1] model units)?")
+    sizes = ndimage.sum_labels(np.ones_like(lab), lab, index=np.arange(1, n + 1))
+    return slicewise_fill(lab == (1 + int(np.argmax(sizes))))
+
+def outside_air(air:np.ndarray, # boolean air mask (X, Y, Z)
+               ) -> np.ndarray: # air connected to the in-plane border, slice by slice
+    "Air connected to the in-plane border of its axial slice (the air around the body)."
+    out = np.zeros_like(air)
+    for k in range(air.shape[2]):
+        lab, n = ndimage.label(air[:, :, k])
+        if n == 0: continue
+        edge = np.unique(np.concatenate([lab[0], lab[-1], lab[:, 0], lab[:, -1]]))
+        out[:, :, k] = np.isin(lab, edge[edge > 0])
+    return out
+
+def derive_lung_vessels(hu:np.ndarray, # HU volume (X, Y, Z)
+                        spacing:Sequence[float], # voxel spacing (mm)
+                        nodule:np.ndarray|None=None, # optional nodule mask, excluded from vessels
+                        min_ml:float=50.0, # smallest lung component kept (mL)
+                        second_ratio:float=0.15, # keep the 2nd component if >= this fraction of the 1st
+                       ) -> tuple[np.ndarray, np.ndarray, dict]: # (lung, vessels, info)
+    "Lung and pulmonary-vessel masks from HU thresholds (lung includes trachea and main bronchi)."
+    air = np.asarray(hu) < AIR_HU
+    inside = air & ~outside_air(air)
+    lab, n = ndimage.label(inside)
+    vox_ml = float(np.prod(spacing)) / 1000.0
+    sizes = ndimage.sum_labels(np.ones_like(lab), lab, index=np.arange(1, n + 1)) * vox_ml
+    order = np.argsort(-sizes)
+    keep = [order[0]] if n and sizes[order[0]] >= min_ml else []
+    if n > 1 and sizes[order[1]] >= max(min_ml, second_ratio * sizes[order[0]]): keep.append(order[1])
+    lung = np.isin(lab, [int(i) + 1 for i in keep])
+    lung = ndimage.binary_closing(np.pad(lung, 3), structure=_inplane(), iterations=2)[3:-3, 3:-3, 3:-3]
+    lung = slicewise_fill(lung)
+    core = ndimage.binary_erosion(lung, structure=_inplane(1), iterations=1)   # skip the partial-volume rim
+    vessels = core & (np.asarray(hu) > VESSEL_HU)
+    if nodule is not None: vessels &= ~nodule
+    info = dict(components_kept_ml=[round(float(sizes[i]), 1) for i in keep],
+                components_dropped_ml=[round(float(s), 1) for s in sizes[order[len(keep):len(keep) + 3]]])
+    return lung, vessels, info
+
+# %% ../nbs/01_data.ipynb #6c5bc794
 class Patch(NamedTuple):
     "One training patch."
     image: torch.Tensor        # (C, *patch) float32

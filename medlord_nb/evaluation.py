@@ -29,13 +29,14 @@ def threshold_lung_mask(image:np.ndarray, # HU volume (X, Y, Z)
                         threshold:float=-400., # air-like below this HU
                         min_voxels:int=50, # drop smaller components
                        ) -> np.ndarray:
-    "Lung (+ airways) by HU threshold: air not connected to the volume border."
+    "Lung (+ airways) by HU threshold: air inside the body, in components of at least `min_voxels`."
+    from medlord_nb.data import outside_air
     air = np.asarray(image) < threshold
-    lab, n = ndimage.label(air)
-    if n == 0: return np.zeros_like(air)
-    border = np.unique(np.concatenate([np.unique(np.take(lab, i, axis=ax)) for ax in range(lab.ndim) for i in (0, -1)]))
+    inside = air & ~outside_air(air)
+    lab, n = ndimage.label(inside)
+    if n == 0: return inside
     sizes = ndimage.sum_labels(np.ones_like(lab), lab, index=np.arange(n + 1))
-    keep = (sizes >= min_voxels); keep[0] = False; keep[border] = False
+    keep = sizes >= min_voxels; keep[0] = False
     return keep[lab]
 
 # %% ../nbs/11_evaluation.ipynb #bf190f35
@@ -85,7 +86,7 @@ def conditioning_report(sample:np.ndarray, # generated HU volume
                 "lung_dice_threshold": dice(threshold_lung_mask(img, threshold), lung),
                 "nodule_contrast_hu": nodule_contrast(img, labels, spacing, nodule_label, lung_label)}
     rep = {"protocol": "mask-adherence-hu-v1",
-           "protocol_details": {"lung_segmenter": f"HU < {threshold}, not connected to the volume border, components >= 50 voxels",
+           "protocol_details": {"lung_segmenter": f"HU < {threshold}, not connected to the in-plane border of its axial slice, components >= 50 voxels",
                                 "lung_label": lung_label, "nodule_label": nodule_label, "nodule_shell_mm": 10.0,
                                 "spacing_mm": [float(s) for s in spacing], "shape": list(sample.shape),
                                 "n_samples": 1, "n_reference": int(real is not None)},

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 from .core import Config, ConfigError, seed_everything, get_device, save_json
-from .data import CTVolume, load_sample, hu_to_unit, unit_to_hu, remap_labels, one_hot, global_coords, PatchSampler, save_volume
+from .data import CTVolume, load_sample, hu_to_unit, unit_to_hu, remap_labels, one_hot, global_coords, PatchSampler, save_volume, body_mask
 from .schedules import NoiseSchedule
 from .samplers import DDPMSampler, DDIMSampler, DPMSolverPP2MSampler
 from .unet import UNet
@@ -31,6 +31,7 @@ class PatchDDPMConfig(Config):
     train_samples: tuple[str, ...] = ("lung1", "lung2") # embedded samples to train on (see `data.list_samples()`)
     condition_sample: str = "lung1" # sample whose mask conditions the generated volume
     labels: tuple[int, ...] = (1, 2, 3) # conditioning labels (lung, vessels, nodule); others become background
+    body_class: bool = True # add a 'body' class (tissue inside the body, from HU) so air outside is generated as air
     patch_size: tuple[int, int, int] = (32, 32, 16) # training patch (X, Y, Z) voxels
     batch_size: int = 4 # patches per step
     nodule_prob: float = 0.4 # chance a patch is centred on a nodule voxel
@@ -71,7 +72,7 @@ class PatchDDPMConfig(Config):
             raise ConfigError(f"patch_size {self.patch_size} is smaller than the UNet's downsampling factor {2 ** (len(self.channels) - 1)}")
 
     @property
-    def num_classes(self) -> int: return len(self.labels) + 1
+    def num_classes(self) -> int: return len(self.labels) + 1 + int(self.body_class)
     @property
     def cond_channels(self) -> int: return self.num_classes + 3
     def train_config(self) -> TrainConfig:
@@ -84,11 +85,13 @@ class PatchDDPMConfig(Config):
 # %% ../nbs/12_patch_ddpm.ipynb #9a7dc678
 def prepare(vol:CTVolume, # a volume with labels (HU image)
             labels:Sequence[int], # conditioning label values, in class order 1..n
+            body:bool=True, # add class n+1 for the rest of the body (from `data.body_mask`)
            ) -> tuple[np.ndarray, np.ndarray]: # (image in [-1, 1] float32, class map uint8)
     "The model's view of a volume: unit-range image and class map."
     if vol.labels is None: raise ValueError(f"volume {vol.name!r} has no label map; the patch DDPM needs masks to condition on")
     mapping = {int(k): i + 1 for i, k in enumerate(labels)}
     cls = remap_labels(vol.labels, mapping, default=0).astype(np.uint8)
+    if body: cls[(cls == 0) & body_mask(vol.image)] = len(labels) + 1
     return hu_to_unit(vol.image).astype(np.float32), cls
 
 def condition(classes:np.ndarray|torch.Tensor, # class map (X, Y, Z) of ints in 0..num_classes-1
@@ -148,7 +151,7 @@ def train(cfg:PatchDDPMConfig, # settings
          ) -> Trainer:
     "Train the patch DDPM on the configured samples; returns the trainer (EMA model in `.eval_model`)."
     seed_everything(cfg.seed)
-    vols = [prepare(_volume(n), cfg.labels) for n in cfg.train_samples]
+    vols = [prepare(_volume(n), cfg.labels, cfg.body_class) for n in cfg.train_samples]
     cls_of = {lab: i + 1 for i, lab in enumerate(cfg.labels)}          # label value -> model class
     probs = {cls_of[lab]: p for lab, p in ((3, cfg.nodule_prob), (1, cfg.lung_prob)) if lab in cls_of and p > 0}
     batches = PatchBatches(vols, cfg.patch_size, cfg.batch_size, cfg.num_classes, probs)
@@ -184,6 +187,9 @@ def evaluate_sample(sample_hu:np.ndarray, # generated volume (HU)
     from medlord_nb.data import LABELS
     keep = {0: "background", **{k: vol.label_names.get(k, LABELS.get(k, str(k))) for k in cfg.labels}}
     labs = np.where(np.isin(vol.labels, list(cfg.labels)), vol.labels, 0)
+    if cfg.body_class:                             # report the derived body class too (value 255)
+        keep[0] = "outside body"; keep[255] = "body (derived)"
+        labs = np.where((labs == 0) & body_mask(vol.image), 255, labs)
     return conditioning_report(sample_hu, vol.image, labs, keep, vol.spacing,
                                lung_label=1 if 1 in cfg.labels else cfg.labels[0], nodule_label=3)
 
