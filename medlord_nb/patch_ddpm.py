@@ -211,5 +211,5 @@ def save_outputs(run:str|Path, # run directory
                   title=f"patch DDPM: real vs synthetic conditioned on {vol.name}'s mask")
     save_figure(fig, run/"montage.png"); plt.close(fig)
     rep = evaluate_sample(sample_hu, vol, cfg)
-    write_metrics(run, rep)
+    write_metrics(run, {"mask_adherence": rep})
     return rep
