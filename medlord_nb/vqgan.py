@@ -230,7 +230,7 @@ class VQGAN(nn.Module):
 
     @property
     def decoder_radius(self) -> int:
-        "Receptive-field radius of the decoder in latent voxels (with norm='group' it is the whole volume)."
+        "Reach of the decoder's convolutions in latent voxels (norm='group' adds whole-volume statistics on top)."
         r = 1.0                                                      # dec_in conv3 at latent resolution
         for i in range(len(self.channels)):
             r += (2 * self.num_res_blocks + 1) / 2 ** i              # two conv3 per block, then the transposed conv
@@ -627,8 +627,8 @@ class VQGANTrainer:
         if axs is None: axs = plt.subplots(1, 2, figsize=(10, 3.2))[1]
         st = [h["step"] for h in self.history]
         for k in keys:
-            v = [h[k] for h in self.history]
-            if any(x > 0 for x in v if not math.isnan(x)): axs[0].plot(st, v, label=k)
+            v = [h[k] if h[k] > 0 else float("nan") for h in self.history]     # zeros (before warm-up) are not drawn
+            if any(not math.isnan(x) for x in v): axs[0].plot(st, v, ".-", label=k)
         axs[0].set_yscale("log"); axs[0].set_xlabel("step"); axs[0].legend(fontsize=8); axs[0].set_title("losses")
         axs[1].plot(st, [h["perplexity"] for h in self.history], label="perplexity (batch)")
         ax2 = axs[1].twinx(); ax2.plot(st, [h["usage"] for h in self.history], "C1", label="usage (batch)")
