@@ -14,7 +14,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 from .core import seed_everything, get_device, atomic_torch_save, Config, ConfigError
-from .data import CTVolume, PatchSampler, hu_to_unit, body_mask, LABELS
+from .data import CTVolume, PatchSampler, hu_to_unit, outside_air, LABELS
 
 # %% auto #0
 __all__ = ['SegArch', 'SegNorm', 'SegConfig', 'labels_to_classes', 'classes_to_labels', 'build_segnet', 'resample', 'SegModel',
@@ -31,7 +31,7 @@ class SegConfig(Config):
     spatial_dims: Literal[2, 3] = 3 # 3: 3D patches; 2: axial slices
     arch: SegArch = "unet" # MONAI UNet or SegResNet
     channels: tuple[int, ...] = (8, 16, 32) # feature channels per level (SegResNet: must double)
-    num_res_units: int = 1 # residual units per UNet level
+    num_res_units: int = 0 # residual units per UNet level (0: plain conv blocks, 2.5x faster on CPU)
     norm: SegNorm = "none" # normalisation layers ("none" keeps absolute HU; see the notes)
     patch_size: tuple[int, ...] = (32, 32, 32) # training patch (and default inference window); 2 sizes for 2D
     batch_size: int = 2 # patches per step
@@ -201,7 +201,7 @@ def train_segmenter(volumes:Sequence[CTVolume], # training volumes with label ma
             img[flip], lab[flip] = img[flip].flip(2), lab[flip].flip(2)              # axis X: left <-> right
         loss = loss_fn(net(img.to(dev)), lab.to(dev))
         opt.zero_grad(set_to_none=True); loss.backward(); opt.step()
-        history.append((step, float(loss)))
+        history.append((step, float(loss.detach())))
     model = SegModel(net.eval(), cfg, history, [v.name for v in volumes])
     if ckpt_path is not None: model.save(ckpt_path)
     return model
@@ -239,9 +239,7 @@ def segment(model:SegModel|nn.Module, # a trained SegModel (or a bare network wi
         logits = sliding_window_inference(t, roi, sw_batch_size, fn, overlap=overlap, mode="gaussian")
         if tuple(logits.shape[2:]) != image_hu.shape: logits = resample(logits, image_hu.shape)
     out = classes_to_labels(logits.argmax(1)[0].cpu().numpy(), cfg.labels)
-    if cfg.body_only:
-        try: out[~body_mask(image_hu)] = 0
-        except ValueError: out[:] = 0                          # no tissue at all: no body, no anatomy
+    if cfg.body_only: out[outside_air(image_hu < -400.)] = 0            # air around the patient is never anatomy
     return out
 
 # %% ../nbs/15_segmentation.ipynb #b6f23327
