@@ -9,7 +9,7 @@ from pathlib import Path
 from fastcore.docments import docments
 
 # %% auto #0
-__all__ = ['COMMANDS', 'samples', 'run', 'demo', 'build_parser', 'main']
+__all__ = ['COMMANDS', 'samples', 'run', 'demo', 'evaluate', 'build_parser', 'main']
 
 # %% ../nbs/10_cli.ipynb #9f9fa181
 def samples():
@@ -54,7 +54,32 @@ def demo(out:str="runs/demo", # run directory
     p = Path(out)
     run("demo", name=p.name, root=str(p.parent), param=param, force=force, dry_run=dry_run)
 
-COMMANDS = {"samples": samples, "run": run, "demo": demo}
+def evaluate(reference:str, # folder (or file) of real volumes (NIfTI / NRRD / MetaImage)
+             samples:str, # folder (or file) of generated volumes
+             masks:str=None, # folder of the samples' conditioning masks (sorted like the samples)
+             training:str=None, # folder of the generator's training volumes (memorisation check)
+             medicalnet:str=None, # MedicalNet weights file for 3D FID (never downloaded)
+             medicalnet_depth:int=50, # ResNet depth of those weights (10, 18, 34, 50, ...)
+             segmenter:str=None, # segmenter checkpoint (from segmentation.train_segmenter) for adherence
+             out:str="metrics.json", # where to write the metrics (atomically)
+            ):
+    "Evaluate generated volumes against real ones with named protocols; writes JSON."
+    from medlord_nb.evaluation import evaluate_folders, MedicalNetExtractor
+    from medlord_nb.core import save_json
+    ex = MedicalNetExtractor(medicalnet, depth=medicalnet_depth) if medicalnet else None
+    seg = None
+    if segmenter:
+        from medlord_nb.segmentation import SegModel
+        seg = SegModel.load(segmenter, "cpu")
+    res = evaluate_folders(reference, samples, mask_paths=masks, training_paths=training, extractor=ex, segmenter=seg)
+    save_json(res, out)
+    fid = res.get("fid", {}).get("value")
+    pa = res.get("paired_agreement", {}).get("per_label", {})
+    print(f"wrote {out}: FID {fid if fid is not None else 'skipped'}; paired Dice "
+          + (", ".join(f"{k} {v['dice_mean']:.3f}" for k, v in pa.items()) or "skipped")
+          + (f"; skipped: {', '.join(res['skipped'])}" if res.get("skipped") else ""))
+
+COMMANDS = {"samples": samples, "run": run, "demo": demo, "evaluate": evaluate}
 
 # %% ../nbs/10_cli.ipynb #1fc2fee6
 def _add_command(sub, fn):
