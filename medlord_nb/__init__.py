@@ -11,6 +11,8 @@ _EXPORTS = {
     "seed_everything": "core", "make_run_dir": "core",
     "montage": "viz", "orthoslices": "viz", "slice_browser": "viz", "view3d": "viz",
     "run_experiment": "runner",
+    "fid": "evaluation", "evaluate_folders": "evaluation", "conditioning_report": "evaluation",
+    "train_segmenter": "segmentation", "segment": "segmentation", "VQGAN": "vqgan", "tiled_decode": "vqgan",
 }
 
 def __getattr__(name):

@@ -17,9 +17,10 @@ from .unet import _LiveBytes
 
 # %% auto #0
 __all__ = ['Precision', 'PRECISIONS', 'PLANNERS', 'mark', 'LiveBytes', 'EmulatedAutocast', 'precision_context', 'cast_module',
-           'ModelSpec', 'TrainStep', 'DenoiseStep', 'PhaseEstimate', 'estimate_peak', 'MeasuredPeak', 'measure_peak',
-           'PlanError', 'needed_bytes', 'Trial', 'PhasePlan', 'evaluate', 'window_candidates', 'search_windows', 'Plan',
-           'register_planner', 'patch_model_spec', 'plan', 'require_fits', 'check_budget']
+           'ModelSpec', 'TrainStep', 'DenoiseStep', 'PhaseEstimate', 'estimate_fake', 'estimate_peak', 'MeasuredPeak',
+           'measure_peaks', 'measure_peak', 'PlanError', 'needed_bytes', 'Trial', 'PhasePlan', 'evaluate',
+           'window_candidates', 'search_windows', 'Plan', 'register_planner', 'patch_model_spec', 'plan',
+           'require_fits', 'check_budget']
 
 # %% ../nbs/14_memory.ipynb #a68b9713
 _MARKERS: list = []   # active trackers that `mark` reports to (innermost last)
@@ -38,7 +39,11 @@ class LiveBytes(_LiveBytes):
     def __init__(self, placeholder_scalars:bool=True, # under fake tensors, `.item()` returns 1 / 1.0 / True
                 ):
         super().__init__(); self.marks, self.placeholder_scalars = {}, placeholder_scalars
-    def mark(self, name:str): self.marks[name] = self.cur
+        self.segments, self._seg, self._seg_peak = {}, "start", 0      # peak between consecutive marks
+    def mark(self, name:str):
+        self.close_segment(); self.marks[name] = self.cur; self._seg, self._seg_peak = name, self.cur
+    def close_segment(self):
+        self.segments[self._seg] = max(self.segments.get(self._seg, 0), self._seg_peak)
     def __enter__(self):
         _MARKERS.append(self); return super().__enter__()
     def __exit__(self, *exc):
@@ -56,10 +61,11 @@ class LiveBytes(_LiveBytes):
             st = o.untyped_storage(); key, nb = id(st), st.nbytes()
             if nb == 0 or key in ins or key in self.live: continue   # views / in-place: an input's storage
             self.live[key] = nb; self.cur += nb; self.peak = max(self.peak, self.cur)
+            self._seg_peak = max(self._seg_peak, self.cur)
             weakref.finalize(st, self._free, key)
         return out
 
-# %% ../nbs/14_memory.ipynb #be7d492a
+# %% ../nbs/14_memory.ipynb #8e4d4436
 Precision = Literal["fp32", "bf16", "bf16-pure"]
 PRECISIONS = ("fp32", "bf16", "bf16-pure")
 
@@ -68,7 +74,7 @@ def _check_precision(p):
     return p
 
 _AUTOCAST_LOWER = frozenset("""conv1d conv2d conv3d conv_transpose1d conv_transpose2d conv_transpose3d convolution _convolution
-    conv_tbc linear bilinear_lower matmul __matmul__ __rmatmul__ mm mv bmm baddbmm addmm addmv addr addbmm chain_matmul multi_dot
+    conv_tbc linear matmul __matmul__ __rmatmul__ mm mv bmm baddbmm addmm addmv addr addbmm chain_matmul multi_dot
     prelu scaled_dot_product_attention einsum""".split())
 _AUTOCAST_FP32 = frozenset("""acos asin cosh erfinv exp expm1 log log10 log2 log1p reciprocal rsqrt sinh tan pow __pow__ __rpow__
     __rtruediv__ __rdiv__ softplus layer_norm group_norm norm frobenius_norm nuclear_norm cosine_similarity poisson_nll_loss
@@ -119,7 +125,7 @@ def cast_module(model:nn.Module, # module to cast in place (works on fake tensor
             if b is not None and b.is_floating_point(): m._buffers[k] = b.to(dtype)
     return model
 
-# %% ../nbs/14_memory.ipynb #12eb1bc3
+# %% ../nbs/14_memory.ipynb #1c94090e
 @dataclasses.dataclass(frozen=True)
 class _Frozen:
     kind: str   # "dict" or "config:<module>:<qualname>"
@@ -178,7 +184,7 @@ class ModelSpec:
         return f"ModelSpec({self.target.split(':')[-1]}, {', '.join(f'{k}={v}' for k, v in self.kwargs)}" + \
                (f", concat_cond={self.concat_cond})" if self.concat_cond else ")")
 
-# %% ../nbs/14_memory.ipynb #6544b123
+# %% ../nbs/14_memory.ipynb #3697cef4
 def _call(model, x, t, cond):
     return model(x, t) if cond is None else model(x, t, cond)
 
@@ -225,8 +231,8 @@ class TrainStep:
         params = [p for p in model.parameters() if p.requires_grad]
         ema = [p.detach().clone() for p in params] if self.ema else []
         opt = torch.optim.AdamW(params, lr=1e-4, foreach=True)
-        for p in params: p.grad = torch.zeros_like(p)
-        opt.step(); opt.zero_grad(set_to_none=True)                    # optimiser state exists from step 2 on
+        for p in params:                                                 # AdamW's state, as it exists from step 2 on
+            opt.state[p] = {"step": torch.tensor(0.0), "exp_avg": torch.zeros_like(p), "exp_avg_sq": torch.zeros_like(p)}
         mark("model")
         dt = torch.bfloat16 if self.precision == "bf16-pure" else torch.float32
         B, sp = self.batch_shape[0], self.batch_shape[2:]
@@ -263,11 +269,27 @@ class DenoiseStep:
 
     def __post_init__(self):
         object.__setattr__(self, "shape", _shape(self.shape, "shape")); _check_precision(self.precision)
+        if not 0 <= self.overlap < 1: raise ValueError(f"overlap must be in [0, 1), got {self.overlap}")
         if self.window is not None:
             w = tuple(int(s) for s in self.window)
             if len(w) != len(self.shape) - 2: raise ValueError(f"window {w} has {len(w)} dims, the volume {self.shape[2:]} has {len(self.shape) - 2}")
             object.__setattr__(self, "window", w)
         if self.sw_batch_size < 1: raise ValueError(f"sw_batch_size must be >= 1, got {self.sw_batch_size}")
+
+    def estimate(self) -> "PhaseEstimate":
+        "Fake-tensor estimate; for windows, extrapolated linearly in voxels from two crops with 2 and 3 windows per axis."
+        sp, pre = self.shape[2:], self.shape[:2]
+        if self.window is None: return estimate_fake(self)
+        step = [max(1, int(w * (1 - self.overlap))) for w in self.window]      # MONAI's scan interval
+        s1 = tuple(min(s, w + st) for s, w, st in zip(sp, self.window, step))
+        s2 = tuple(min(s, w + 2 * st) for s, w, st in zip(sp, self.window, step))
+        if s2 == sp: return estimate_fake(self)
+        e1, e2 = (estimate_peak(dataclasses.replace(self, shape=pre + c)) for c in (s1, s2))
+        v1, v2, v = math.prod(s1), math.prod(s2), math.prod(sp)
+        lin = lambda a, b: int(round(a + (b - a) * (v - v1) / (v2 - v1)))
+        g1, g2 = dict(e1.segments), dict(e2.segments)                       # each segment's peak is linear in voxels,
+        segs = tuple((k, lin(g1[k], g2[k])) for k in g1)                     # their maximum is not: extrapolate each
+        return PhaseEstimate(self.name, max(v for _, v in segs), e1.model_bytes, lin(e1.input_bytes, e2.input_bytes), segs)
 
     def __call__(self, device:str|torch.device="cpu") -> torch.Tensor:
         dev = torch.device(device)
@@ -295,29 +317,39 @@ class DenoiseStep:
                 try: out = fn(x_t, t)
                 except _StopWindows: out = torch.empty(x_t.shape, dtype=torch.float32, device=dev)   # stands in for the blended output
             out = out.to(x_t.dtype)
+            mark("update")
             x0 = 0.8 * x_t - 0.6 * out; eps = 0.6 * x_t + 0.8 * out              # v-prediction -> x0, eps
             return 0.9 * x0 + 0.4 * eps                                           # DDIM update (eta = 0)
 
-# %% ../nbs/14_memory.ipynb #ac691a6b
+# %% ../nbs/14_memory.ipynb #96237a64
 class PhaseEstimate(NamedTuple):
     "Device-free estimate of one phase, in bytes."
     name: str # the phase's label
     peak_bytes: int # peak of live tensors during the phase (model, optimiser state, inputs, activations)
     model_bytes: int # live at mark "model": weights (+ EMA, optimiser state for training)
     input_bytes: int # added at mark "inputs": batch / volume and condition
+    segments: tuple = () # (mark, peak) pairs: the peak from each mark to the next ("start" before the first)
     @property
     def activation_bytes(self) -> int: return self.peak_bytes - self.model_bytes - self.input_bytes
+
+def estimate_fake(phase:Callable, # called as phase(device)
+                 ) -> PhaseEstimate:
+    "Run `phase` once on fake CPU tensors under `LiveBytes` and report its peak and marks (not cached)."
+    with FakeTensorMode(), LiveBytes() as lb:
+        phase(torch.device("cpu"))
+    lb.close_segment()
+    m = lb.marks.get("model", 0)
+    return PhaseEstimate(getattr(phase, "name", type(phase).__name__), int(lb.peak), int(m), int(lb.marks.get("inputs", m) - m),
+                         tuple((k, int(v)) for k, v in lb.segments.items()))
 
 @functools.lru_cache(maxsize=512)
 def estimate_peak(phase:Callable, # a hashable phase, called as phase(device) (e.g. TrainStep, DenoiseStep)
                  ) -> PhaseEstimate:
-    "Peak memory of `phase` from a run on fake CPU tensors (no allocation, any size); cached per phase."
-    with FakeTensorMode(), LiveBytes() as lb:
-        phase(torch.device("cpu"))
-    m = lb.marks.get("model", 0)
-    return PhaseEstimate(getattr(phase, "name", type(phase).__name__), int(lb.peak), int(m), int(lb.marks.get("inputs", m) - m))
+    "Peak memory of `phase` without a device: its own `estimate()` if it has one, else `estimate_fake`; cached per phase."
+    own = getattr(phase, "estimate", None)
+    return own() if callable(own) else estimate_fake(phase)
 
-# %% ../nbs/14_memory.ipynb #f5a632b1
+# %% ../nbs/14_memory.ipynb #4c12872d
 class MeasuredPeak(NamedTuple):
     "Measured peak memory growth of one phase."
     name: str # the phase's label
@@ -325,6 +357,7 @@ class MeasuredPeak(NamedTuple):
     device: str # 'cuda:0', 'cpu', ...
     method: str # 'cuda-max-allocated', 'VmHWM', 'polled-rss' or 'ru_maxrss'
     marks: dict # growth at the phase's marks ("model", "inputs")
+    reserved_bytes: int|None = None # CUDA: peak memory reserved by the caching allocator (allocated + cached blocks)
 
 _RESULT_TAG = "MEDLORD-MEMORY-RESULT "
 
@@ -336,12 +369,19 @@ def _proc_status(key:str) -> int|None:
     except OSError: return None
     return None
 
+def _maxrss() -> int:
+    import resource
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * (1 if sys.platform == "darwin" else 1024)   # KiB on Linux
+
 def _rss() -> int:
+    "Current resident set size: /proc/self/statm on Linux, psutil where installed, else the high-water mark."
     try:
         with open("/proc/self/statm") as f: return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-    except (OSError, ValueError):
-        import resource
-        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * (1 if sys.platform == "darwin" else 1024)
+    except (OSError, ValueError): pass
+    try:
+        import psutil
+        return psutil.Process().memory_info().rss
+    except ImportError: return _maxrss()
 
 def _reset_hwm() -> bool:
     try:
@@ -353,43 +393,47 @@ class _RssMarks:
     def __init__(self, base): self.base, self.marks = base, {}
     def mark(self, name): self.marks[name] = _rss() - self.base
 
-def _measure_child():
-    "Subprocess entry: read a pickled request on stdin, print the measured peak as a tagged JSON line."
-    import resource
-    req = pickle.loads(sys.stdin.buffer.read())
-    torch.set_num_threads(req["threads"])
-    phase, dev = req["phase"], torch.device("cpu")
-    if req["warmup"]: phase(dev)
+def _measure_one(phase, warmup:bool) -> dict:
+    dev = torch.device("cpu")
+    if warmup: phase(dev)
     gc.collect()
     with contextlib.suppress(Exception):
-        import ctypes; ctypes.CDLL("libc.so.6").malloc_trim(0)
+        import ctypes; ctypes.CDLL("libc.so.6").malloc_trim(0)          # hand freed heap pages back before measuring
     polled, stop = [0], threading.Event()
     def poll():
         while not stop.is_set(): polled[0] = max(polled[0], _rss()); time.sleep(0.0005)
     hwm_ok = _reset_hwm()
-    maxrss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    maxrss0 = _maxrss()
     base = _rss(); polled[0] = base
     th = threading.Thread(target=poll, daemon=True); th.start()
     marks = _RssMarks(base); _MARKERS.append(marks)
     try: phase(dev)
     finally: stop.set(); th.join(); _MARKERS.pop()
-    maxrss1 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    maxrss1 = _maxrss()
     if hwm_ok: peak, method = _proc_status("VmHWM") - base, "VmHWM"
-    elif maxrss1 > maxrss0 and maxrss1 - base > polled[0] - base: peak, method = maxrss1 - base, "ru_maxrss"
+    elif maxrss1 > maxrss0 and maxrss1 > polled[0]: peak, method = maxrss1 - base, "ru_maxrss"
     else: peak, method = polled[0] - base, "polled-rss"
-    print(_RESULT_TAG + json.dumps({"peak": int(peak), "method": method, "marks": marks.marks}), flush=True)
+    return {"peak": int(peak), "method": method, "marks": marks.marks}
+
+def _measure_child():
+    "Subprocess entry: read pickled phases on stdin, print each measured peak as a tagged JSON line."
+    req = pickle.loads(sys.stdin.buffer.read())
+    torch.set_num_threads(req["threads"])
+    for phase in req["phases"]:
+        print(_RESULT_TAG + json.dumps(_measure_one(phase, req["warmup"])), flush=True)
 
 def _measure_cuda(phase, dev):
     torch.cuda.synchronize(dev); gc.collect(); torch.cuda.empty_cache()
-    base = torch.cuda.memory_allocated(dev)
+    base, reserved0 = torch.cuda.memory_allocated(dev), torch.cuda.memory_reserved(dev)
     torch.cuda.reset_peak_memory_stats(dev)
     class _CudaMarks:
-        marks = {}
+        def __init__(self): self.marks = {}
         def mark(self, name): self.marks[name] = torch.cuda.memory_allocated(dev) - base
     cm = _CudaMarks(); _MARKERS.append(cm)
     try: phase(dev); torch.cuda.synchronize(dev)
     finally: _MARKERS.pop()
-    return int(torch.cuda.max_memory_allocated(dev) - base), dict(cm.marks)
+    return (int(torch.cuda.max_memory_allocated(dev) - base), dict(cm.marks),
+            int(torch.cuda.max_memory_reserved(dev) - reserved0))
 
 _LIB = "medlord_nb.memory"
 
@@ -401,35 +445,46 @@ class _LibPickler(pickle.Pickler):
             if hasattr(lib, obj.__qualname__): return (lib._import, (f"{_LIB}:{obj.__qualname__}",))
         return NotImplemented
 
-def measure_peak(phase:Callable, # a picklable phase, called as phase(device)
-                 device:str|torch.device="cpu", # 'cpu' (subprocess RSS) or a CUDA device (torch.cuda statistics)
-                 warmup:bool=True, # run the phase once before measuring (CPU; on CUDA the first run counts)
-                 threads:int=1, # torch threads in the CPU subprocess
-                 timeout:float=600, # seconds before the CPU subprocess is abandoned
-                ) -> MeasuredPeak:
-    "Measure the peak memory growth of `phase` for real: CUDA memory statistics, or RSS in a fresh CPU subprocess."
-    dev = torch.device(device)
-    name = getattr(phase, "name", type(phase).__name__)
+def measure_peaks(phases:Sequence[Callable], # picklable phases, each called as phase(device)
+                  device:str|torch.device="cpu", # 'cpu' (RSS of one fresh subprocess) or a CUDA device (torch.cuda statistics)
+                  warmup:bool=True, # CPU: run each phase once before measuring it
+                  threads:int=1, # torch threads in the CPU subprocess
+                  timeout:float=600, # seconds before the CPU subprocess is abandoned
+                 ) -> list[MeasuredPeak]:
+    "Measure the peak memory growth of each phase for real, one after the other (one subprocess on the CPU)."
+    dev, phases = torch.device(device), list(phases)
+    names = [getattr(ph, "name", type(ph).__name__) for ph in phases]
     if dev.type == "cuda":
-        peak, marks = _measure_cuda(phase, dev)
-        return MeasuredPeak(name, peak, str(dev), "cuda-max-allocated", marks)
+        out = []
+        for n, ph in zip(names, phases):
+            peak, marks, reserved = _measure_cuda(ph, dev)
+            out.append(MeasuredPeak(n, peak, str(dev), "cuda-max-allocated", marks, reserved))
+        return out
     if dev.type != "cpu": raise ValueError(f"measure_peak supports 'cpu' and CUDA devices, got {str(dev)!r}")
     try:
-        buf = io.BytesIO(); _LibPickler(buf).dump({"phase": phase, "warmup": warmup, "threads": int(threads)}); payload = buf.getvalue()
+        buf = io.BytesIO(); _LibPickler(buf).dump({"phases": phases, "warmup": warmup, "threads": int(threads)}); payload = buf.getvalue()
     except Exception as e:
-        raise TypeError(f"the phase must be picklable to run in a subprocess (a TrainStep/DenoiseStep or a top-level function): {e}") from None
+        raise TypeError(f"phases must be picklable to run in a subprocess (TrainStep/DenoiseStep or top-level callables): {e}") from None
     env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536", "MALLOC_TRIM_THRESHOLD_": "65536",
            "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads),
            "PYTHONPATH": os.pathsep.join([p for p in sys.path if p] + [os.environ.get("PYTHONPATH", "")])}
     cmd = [sys.executable, "-c", "from medlord_nb.memory import _measure_child; _measure_child()"]
     r = subprocess.run(cmd, input=payload, capture_output=True, env=env, timeout=timeout)
-    lines = [l for l in r.stdout.decode(errors="replace").splitlines() if l.startswith(_RESULT_TAG)]
-    if r.returncode != 0 or not lines:
+    res = [json.loads(l[len(_RESULT_TAG):]) for l in r.stdout.decode(errors="replace").splitlines() if l.startswith(_RESULT_TAG)]
+    if r.returncode != 0 or len(res) != len(phases):
         raise RuntimeError(f"memory measurement subprocess failed (exit {r.returncode}):\n{r.stderr.decode(errors='replace')[-2000:]}")
-    res = json.loads(lines[-1][len(_RESULT_TAG):])
-    return MeasuredPeak(name, res["peak"], "cpu", res["method"], res["marks"])
+    return [MeasuredPeak(n, d["peak"], "cpu", d["method"], d["marks"]) for n, d in zip(names, res)]
 
-# %% ../nbs/14_memory.ipynb #b209fd2b
+def measure_peak(phase:Callable, # a picklable phase, called as phase(device)
+                 device:str|torch.device="cpu", # 'cpu' (subprocess RSS) or a CUDA device (torch.cuda statistics)
+                 warmup:bool=True, # CPU: run the phase once before measuring it
+                 threads:int=1, # torch threads in the CPU subprocess
+                 timeout:float=600, # seconds before the CPU subprocess is abandoned
+                ) -> MeasuredPeak:
+    "Measure the peak memory growth of `phase` for real: CUDA memory statistics, or RSS in a fresh CPU subprocess."
+    return measure_peaks([phase], device, warmup, threads, timeout)[0]
+
+# %% ../nbs/14_memory.ipynb #ab10752b
 class PlanError(ValueError):
     "A phase does not fit the memory budget; the message names the bytes needed, the budget, the margin and what would fit."
 
@@ -474,7 +529,7 @@ def _round_up(n, m): return -(-int(n) // m) * m
 
 def window_candidates(shape:Sequence[int], # spatial shape of the volume
                       multiple:int=1, # every window size is a multiple of this (the network's downsampling factor)
-                      min_size:int=16, # no window axis below max(multiple, min_size)
+                      min_size:int=32, # no window axis below max(multiple, min_size) (unless the volume is smaller)
                      ) -> list[tuple[int, ...]]:
     "Windows from large to small: halve the axis that is largest relative to the volume, one at a time."
     shape = tuple(int(s) for s in shape)
@@ -499,15 +554,13 @@ def search_windows(make_phase:Callable[..., Callable], # (window=..., sw_batch_s
     "The largest window (then the largest sw_batch_size) whose estimate fits; None if the smallest window does not."
     tried = [] if tried is None else tried
     cands = window_candidates(shape, multiple)
-    if not cands: return None
-    smallest = evaluate(make_phase, dict(window=cands[-1], sw_batch_size=1), budget, margin, tried)
-    if not smallest.fits: return None
-    lo, hi, best = 0, len(cands) - 1, smallest
-    while lo < hi:                                                   # first (largest) window that fits
+    lo, hi, best = 0, len(cands), None                                # first (largest) window that fits; len: none
+    while lo < hi:
         mid = (lo + hi) // 2
         tr = evaluate(make_phase, dict(window=cands[mid], sw_batch_size=1), budget, margin, tried)
         if tr.fits: hi, best = mid, tr
         else: lo = mid + 1
+    if best is None: return None
     win = cands[lo]
     n_windows = math.prod(max(1, math.ceil((s - w) / max(1, int(w * 0.75))) + 1) for s, w in zip(shape, win))
     b = 2
@@ -517,10 +570,11 @@ def search_windows(make_phase:Callable[..., Callable], # (window=..., sw_batch_s
         best, b = tr, b * 2
     return best
 
-# %% ../nbs/14_memory.ipynb #308dad18
+# %% ../nbs/14_memory.ipynb #fb3e81eb
 def _fmt_setting(d:dict) -> str:
-    parts = []
+    parts, one_pass = [], "window" in d and d["window"] is None
     for k, v in d.items():
+        if one_pass and k in ("sw_batch_size", "overlap"): continue
         if k == "window": parts.append("one pass" if v is None else f"window {'x'.join(map(str, v))}")
         elif k == "patch_size": parts.append(f"patch {'x'.join(map(str, v))}")
         elif k == "use_checkpointing": parts.append("checkpointing " + ("on" if v else "off"))
@@ -570,7 +624,7 @@ class Plan:
 
     def __repr__(self): return self.summary()
 
-# %% ../nbs/14_memory.ipynb #fb3e81eb
+# %% ../nbs/14_memory.ipynb #23dda999
 PLANNERS: dict[str, Callable] = {}
 
 def register_planner(name:str, # pipeline name used by plan(pipeline=...)
@@ -604,7 +658,7 @@ def _plan_denoise(spec, cc, shape, precision, overlap, budget, margin, max_sw_ba
     mult = 2 ** (len(_thaw(dict(spec.kwargs).get("channels", (1,)))) - 1)
     best = search_windows(make, shape, budget, margin, mult, max_sw_batch_size, tried)
     if best is None:
-        last = tried[-1] if len(tried) > 1 else one
+        last = min(tried, key=lambda t: t.needed_bytes)                  # the closest miss
         return PhasePlan("denoise", last.settings, last.estimate_bytes, last.needed_bytes, False, tried,
                          "no window fits: the full-volume buffers (input, condition, blended output) alone exceed the budget")
     return PhasePlan("denoise", {**best.settings, "overlap": overlap}, best.estimate_bytes, best.needed_bytes, True, tried,
@@ -616,7 +670,7 @@ def _train_candidates(cfg, mult):
     b = B
     while b > 1:
         b = max(1, b // 2); out.append(dict(use_checkpointing=True, batch_size=b, patch_size=P))
-    for p in window_candidates(P, mult, min_size=mult):              # then smaller patches, batch 1
+    for p in window_candidates(P, mult, min_size=16):                # then smaller patches, batch 1
         out.append(dict(use_checkpointing=True, batch_size=1, patch_size=p))
     return out
 
@@ -625,19 +679,17 @@ def _plan_train(cfg, precision, budget, margin) -> PhasePlan:
     def make(use_checkpointing, batch_size, patch_size):
         return TrainStep(specs[use_checkpointing], (batch_size, 1, *patch_size), cfg.cond_channels, precision,
                          ema=cfg.ema_decay is not None, grad_clip=cfg.grad_clip is not None)
-    cands = _train_candidates(cfg, 2 ** (len(cfg.channels) - 1))
     tried = []
-    floor = evaluate(make, cands[-1], budget, margin, tried)
-    if not floor.fits:
-        return PhasePlan("train", floor.settings, floor.estimate_bytes, floor.needed_bytes, False, tried,
-                         "even batch 1 on the smallest patch with checkpointing does not fit")
-    for c in cands[:-1]:
+    for i, c in enumerate(_train_candidates(cfg, 2 ** (len(cfg.channels) - 1))):   # fastest first; stop at the first fit
         tr = evaluate(make, c, budget, margin, tried)
         if tr.fits: return PhasePlan("train", tr.settings, tr.estimate_bytes, tr.needed_bytes, True, tried,
-                                     "configured settings" if c == cands[0] else "fastest setting that fits")
-    return PhasePlan("train", floor.settings, floor.estimate_bytes, floor.needed_bytes, True, tried, "only the smallest setting fits")
+                                     "configured batch and patch" if i < 2 else "fastest setting that fits")
+    return PhasePlan("train", tr.settings, tr.estimate_bytes, tr.needed_bytes, False, tried,
+                     "even batch 1 on the smallest patch with checkpointing does not fit")
 
 def _plan_patch(cfg, shape, precision, budget, margin, phases=("train", "denoise")) -> dict:
+    bad = [p for p in phases if p not in ("train", "denoise")]
+    if bad: raise ValueError(f"the 'patch' pipeline has phases 'train' and 'denoise', got {bad}")
     cfg = _patch_cfg(cfg)
     out = {}
     if "train" in phases: out["train"] = _plan_train(cfg, precision, budget, margin)
@@ -648,7 +700,7 @@ def _plan_patch(cfg, shape, precision, budget, margin, phases=("train", "denoise
 
 register_planner("patch", _plan_patch)
 
-# %% ../nbs/14_memory.ipynb #23dda999
+# %% ../nbs/14_memory.ipynb #b9a2c7d6
 def _fail_message(p:Plan) -> str:
     bad = [(n, ph) for n, ph in p.phases.items() if not ph.fits]
     lines = [f"the {p.pipeline!r} pipeline does not fit a budget of {format_size(p.budget_bytes)} ({p.budget_bytes:,} bytes) "
@@ -660,9 +712,10 @@ def _fail_message(p:Plan) -> str:
                      f"({format_size(first.estimate_bytes)} estimated + {p.margin:.0%});"
                      + (f" the smallest setting tried, {_fmt_setting(best.settings)}, needs {format_size(best.needed_bytes)} "
                         f"({format_size(best.estimate_bytes)} estimated)." if best is not first else ""))
+        if ph.note: lines.append(f"  ({ph.note})")
     need = max(min(t.needed_bytes for t in ph.tried) for _, ph in bad)
-    lines.append(f"A budget of at least {format_size(need)} would fit the smallest settings; or use a smaller volume, "
-                 f"bf16, or a latent pipeline.")
+    other = ("precision='bf16', " if p.precision == "fp32" else "") + "a smaller volume or a latent pipeline"
+    lines.append(f"A budget of at least {format_size(need)} would fit the smallest settings tried; otherwise use {other}.")
     return "\n".join(lines)
 
 def plan(pipeline:str="patch", # a registered pipeline: see PLANNERS
@@ -689,7 +742,7 @@ def plan(pipeline:str="patch", # a registered pipeline: see PLANNERS
     if raise_on_fail and not p.fits: raise PlanError(_fail_message(p))
     return p
 
-# %% ../nbs/14_memory.ipynb #bf7b257f
+# %% ../nbs/14_memory.ipynb #ce83d1b4
 def _over_budget(e:PhaseEstimate, b:int, margin:float) -> str:
     return (f"{e.name} needs {format_size(needed_bytes(e.peak_bytes, margin))} ({format_size(e.peak_bytes)} estimated + {margin:.0%} margin) "
             f"but the budget is {format_size(b)} ({b:,} bytes)")
