@@ -15,4 +15,4 @@ body, _ = MarkdownExporter().from_notebook_node(nb)
 body = re.sub(r"\]\((?!https?:|#|/)([^)]+)\)", lambda m: f"](nbs/{m.group(1)})" if not m.group(1).startswith("../") else f"]({m.group(1)[3:]})", body)
 body = re.sub(r"\n{3,}", "\n\n", body).strip() + "\n"
 header = "<!-- generated from nbs/index.ipynb by .ci/make_readme.py: edit the notebook, not this file -->\n\n"
-(root/"README.md").write_text(header + body)
+(root/"README.md").write_text(header + body, encoding="utf-8")

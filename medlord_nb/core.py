@@ -107,15 +107,15 @@ def load_json(path:str|Path) -> Any:
     "Read a JSON file with an error that names the file when it is missing or corrupt."
     path = Path(path)
     if not path.exists(): raise FileNotFoundError(f"{path}: no such file")
-    try: return json.loads(path.read_text())
-    except json.JSONDecodeError as e: raise ValueError(f"{path}: not valid JSON ({e}); delete or regenerate it") from None
+    try: return json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e: raise ValueError(f"{path}: not valid JSON ({e}); delete or regenerate it") from None
 
 def load_yaml(path:str|Path) -> Any:
     "Read a YAML file with an error that names the file when it is missing or corrupt."
     path = Path(path)
     if not path.exists(): raise FileNotFoundError(f"{path}: no such file")
-    try: return yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as e: raise ValueError(f"{path}: not valid YAML ({e})") from None
+    try: return yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except (yaml.YAMLError, UnicodeDecodeError) as e: raise ValueError(f"{path}: not valid YAML ({e})") from None
 
 # %% ../nbs/00_core.ipynb #b2797955
 class ConfigError(ValueError):

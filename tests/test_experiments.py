@@ -55,17 +55,17 @@ def test_misspelled_parameter_is_rejected(tmp_path):
 
 def test_patch_ddpm_lung_with_config_overrides(tmp_path):
     cfg = tmp_path/"smoke.yaml"
-    cfg.write_text("steps: 3\nnum_inference_steps: 2\nsampler: dpmpp_2m\ndevice: cpu\nwindow: [64, 64, 32]\n")
+    cfg.write_text("steps: 3\nnum_inference_steps: 2\nsampler: dpmpp_2m\ndevice: cpu\nwindow: [64, 64, 32]\n", encoding="utf-8")
     run = run_experiment("patch_ddpm_lung", name="lung", root=tmp_path, config=cfg, params={"seed": 1}, progress=False)
     m = load_json(run/"metrics.json")
     assert m["experiment"] == "patch_ddpm_lung" and m["train_steps"] == 3
     assert m["mask_adherence"]["protocol"] == "mask-adherence-hu-v1"
-    c = (run/"config.yaml").read_text()
+    c = (run/"config.yaml").read_text(encoding="utf-8")
     assert "sampler: dpmpp_2m" in c and "seed: 1" in c and "- 64" in c
     for f in ("sample.nii.gz", "montage.png", "loss.png", "patch_ddpm_lung.ipynb"): assert (run/f).exists(), f
 
 def test_patch_ddpm_lung_rejects_bad_config(tmp_path):
-    cfg = tmp_path/"bad.yaml"; cfg.write_text("stpes: 3\n")
+    cfg = tmp_path/"bad.yaml"; cfg.write_text("stpes: 3\n", encoding="utf-8")
     with pytest.raises(pm.PapermillExecutionError, match="did you mean 'steps'"):
         run_experiment("patch_ddpm_lung", name="bad", root=tmp_path, config=cfg, progress=False)
 

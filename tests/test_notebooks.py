@@ -26,7 +26,7 @@ def test_every_notebook_owns_a_module():
     import json
     exp = set()
     for nb in NBS:
-        cells = json.loads(nb.read_text())["cells"]
+        cells = json.loads(nb.read_text(encoding="utf-8"))["cells"]
         srcs = ["".join(c["source"]) for c in cells if c["cell_type"] == "code"]
         if nb.stem == "index": continue
         de = [s for s in srcs if s.startswith("#| default_exp")]

@@ -9,7 +9,7 @@ def test_wheel_contains_samples(tmp_path):
                    check=True, capture_output=True)
     whl = next(tmp_path.glob("medlord*.whl"))
     names = zipfile.ZipFile(whl).namelist()
-    manifest = json.loads((ROOT/"medlord_nb/samples/manifest.json").read_text())
+    manifest = json.loads((ROOT/"medlord_nb/samples/manifest.json").read_text(encoding="utf-8"))
     for s in ("lung1", "lung2", "cta"):
         for kind in ("image", "labels"): assert f"medlord_nb/samples/{s}_{kind}.nii.gz" in names, (s, kind)
     assert "medlord_nb/samples/manifest.json" in names

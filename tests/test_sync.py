@@ -37,5 +37,5 @@ def test_library_matches_notebooks(tmp_path):
 def test_readme_matches_index(tmp_path):
     t = _copy(tmp_path)
     subprocess.run([sys.executable, ".ci/make_readme.py"], cwd=t, check=True, capture_output=True)
-    assert (t/"README.md").read_text() == (ROOT/"README.md").read_text(), \
+    assert (t/"README.md").read_text(encoding="utf-8") == (ROOT/"README.md").read_text(encoding="utf-8"), \
         "README.md is not what nbs/index.ipynb renders to: run `make export` (or python .ci/make_readme.py) and commit"
