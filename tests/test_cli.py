@@ -1,0 +1,178 @@
+"""`medlord` subcommands at smoke size: help, dry runs, train into a run directory, refuse / force / resume, sample (sharded), plan, prepare."""
+import json, os, subprocess, sys
+from pathlib import Path
+import numpy as np
+import pytest
+import yaml
+from medlord_nb.cli import main, COMMANDS, error_line
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = {"train_samples": "[lung1]", "channels": "[8,16]", "attention_levels": "[false,false]", "norm_num_groups": "4",
+        "num_head_channels": "8", "patch_size": "[16,16,8]", "batch_size": "2", "num_inference_steps": "2",
+        "device": "cpu", "warmup_steps": "1", "steps": "2", "ckpt_every": "2"}
+
+def params(**over):
+    d = {**TINY, **{k: str(v) for k, v in over.items()}}
+    return [a for k, v in d.items() for a in ("--param", f"{k}={v}")]
+
+def call(capsys, *argv):
+    "main(argv) -> (status, stdout, stderr)."
+    rc = main([str(a) for a in argv])
+    o = capsys.readouterr()
+    return rc, o.out, o.err
+
+def one_line_error(rc, err, cmd):
+    assert rc == 2, err
+    assert err.count("\n") == 1 and err.startswith(f"medlord {cmd}") and "error:" in err and "Traceback" not in err, err
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    "A 2-step tiny patch-DDPM run and a lung1 mask crop (with its CT) to sample from."
+    d = tmp_path_factory.mktemp("cli")
+    assert main(["train", "--root", str(d/"runs"), "--name", "t", "--quiet", *params()]) == 0
+    from medlord_nb.data import load_sample, save_volume
+    s = load_sample("lung1")
+    sl = (slice(60, 92), slice(40, 72), slice(10, 26))
+    save_volume(d/"case1.nii.gz", s.labels[sl], s.affine, dtype=np.uint8)
+    save_volume(d/"case1_ct.nii.gz", s.image[sl], s.affine)
+    return d
+
+def test_help_lists_every_subcommand():
+    r = subprocess.run([str(Path(sys.executable).parent/"medlord"), "--help"], capture_output=True, text=True)
+    if r.returncode != 0 or not r.stdout:            # console script not installed: same entry point through -m
+        r = subprocess.run([sys.executable, "-m", "medlord_nb.cli", "--help"], capture_output=True, text=True, cwd=ROOT)
+    assert r.returncode == 0, r.stderr
+    for c in ("samples", "prepare", "plan", "train", "sample", "evaluate", "run", "demo"): assert c in r.stdout, c
+
+@pytest.mark.parametrize("cmd", list(COMMANDS))
+def test_subcommand_help_from_docments(cmd, capsys):
+    rc = main([cmd, "--help"])
+    out = capsys.readouterr().out
+    assert rc == 0 and COMMANDS[cmd].__doc__.split()[0] in out
+    if cmd != "samples": assert "--dry_run" in out and "--debug" in out
+
+def test_python_dash_m_version():
+    r = subprocess.run([sys.executable, "-m", "medlord_nb.cli", "--version"], capture_output=True, text=True, cwd=ROOT)
+    assert r.returncode == 0 and r.stdout.startswith("medlord-nb "), r
+
+def test_train_dry_run_prints_resolved_config(tmp_path, capsys):
+    cfg = tmp_path/"lung.yaml"; cfg.write_text("steps: 7\nlr: 0.0005\n")
+    rc, out, err = call(capsys, "train", "--config", cfg, "--root", tmp_path/"runs", "--param", "batch_size=2", "--dry_run")
+    assert rc == 0, err
+    d = yaml.safe_load(out)
+    assert d["run"] == str(tmp_path/"runs"/"lung") and d["config"]["steps"] == 7 and d["config"]["batch_size"] == 2
+    assert d["config"]["patch_size"] == [32, 32, 16]          # defaults filled in: the *resolved* config
+    assert not (tmp_path/"runs").exists()
+
+def test_train_preset_dry_run(capsys):
+    rc, out, _ = call(capsys, "train", "--config", "patch_ddpm_lung", "--dry_run")
+    assert rc == 0 and yaml.safe_load(out)["config"]["channels"] == [32, 64, 128, 256]
+
+def test_train_writes_run_dir(trained):
+    r = trained/"runs"/"t"
+    assert sorted(p.name for p in r.iterdir()) == ["checkpoints", "config.yaml", "loss.png", "metrics.json", "params.yaml"]
+    assert (r/"checkpoints"/"last.pt").stat().st_size > 0 and (r/"loss.png").read_bytes()[:4] == b"\x89PNG"
+    m = json.loads((r/"metrics.json").read_text())["train"]
+    assert m["steps"] == 2 and m["processes"] == 1 and np.isfinite(m["final_loss"]) and len(m["loss_history"]) == 2
+    assert yaml.safe_load((r/"params.yaml").read_text())["pipeline"] == "patch"
+    c = yaml.safe_load((r/"config.yaml").read_text())
+    assert c["channels"] == [8, 16] and c["steps"] == 2 and c["out_dir"] == str(r)
+    assert not list(r.rglob("*.tmp"))
+
+def test_refuse_force_resume(tmp_path, capsys):
+    root = tmp_path/"runs"
+    assert main(["train", "--root", str(root), "--name", "x", "--quiet", *params()]) == 0
+    ck = root/"x"/"checkpoints"/"last.pt"; before = ck.read_bytes()
+    rc, _, err = call(capsys, "train", "--root", root, "--name", "x", "--quiet", *params())
+    one_line_error(rc, err, "train"); assert "--force" in err and "--resume" in err
+    assert ck.read_bytes() == before                          # untouched
+    rc, out, err = call(capsys, "train", "--root", root, "--name", "x", "--resume", "--quiet", "--param", "steps=3")
+    assert rc == 0, err
+    import torch
+    assert torch.load(ck, weights_only=False)["step"] == 3
+    m = json.loads((root/"x"/"metrics.json").read_text())["train"]
+    assert m["steps"] == 3 and m["resumed"] is True and len(m["loss_history"]) == 3
+    rc, out, err = call(capsys, "train", "--root", root, "--name", "x", "--force", "--quiet", *params(steps=1))
+    assert rc == 0, err
+    assert torch.load(ck, weights_only=False)["step"] == 1
+
+def test_sample_writes_atomic_volumes_with_mask_affine(trained, capsys):
+    import nibabel as nib
+    out = trained/"s1"
+    rc, o, err = call(capsys, "sample", trained/"runs"/"t", trained/"case1.nii.gz", "--image", trained/"case1_ct.nii.gz",
+                      "--n", 2, "--seed", 5, "--out", out, "--quiet")
+    assert rc == 0, err
+    assert sorted(p.name for p in out.iterdir()) == ["case1_000.nii.gz", "case1_001.nii.gz", "samples.json"]
+    mask = nib.load(trained/"case1.nii.gz")
+    a, b = (nib.load(out/f"case1_00{k}.nii.gz") for k in (0, 1))
+    np.testing.assert_allclose(a.affine, mask.affine, atol=1e-6); assert a.shape == mask.shape
+    x = a.get_fdata(); assert np.isfinite(x).all() and -1001 <= x.min() and x.max() <= 1001
+    assert not np.array_equal(x, b.get_fdata())              # different seeds
+    js = json.loads((out/"samples.json").read_text())
+    assert [e["seed"] for e in js["samples"]] == [5, 6]
+    # same seed again (--force): the same volume
+    rc, _, err = call(capsys, "sample", trained/"runs"/"t", trained/"case1.nii.gz", "--image", trained/"case1_ct.nii.gz",
+                      "--seed", 5, "--out", out, "--quiet", "--force")
+    assert rc == 0, err
+    np.testing.assert_array_equal(nib.load(out/"case1_000.nii.gz").get_fdata(), x)
+
+def test_sample_shards_by_rank(trained, capsys, monkeypatch):
+    "Under torchrun (RANK/WORLD_SIZE set), each process writes only its share of the jobs."
+    from medlord_nb.core import save_json
+    import shutil
+    shutil.copy(trained/"case1.nii.gz", trained/"case2.nii.gz")
+    monkeypatch.setenv("RANK", "1"); monkeypatch.setenv("WORLD_SIZE", "2"); monkeypatch.setenv("LOCAL_RANK", "1")
+    args = ["sample", trained/"runs"/"t", trained/"case1.nii.gz", trained/"case2.nii.gz", "--image", trained/"case1_ct.nii.gz",
+            "--image", trained/"case1_ct.nii.gz", "--n", 2, "--out", trained/"s2", "--quiet"]
+    rc, out, err = call(capsys, *args, "--dry_run")
+    assert rc == 0, err
+    jobs = yaml.safe_load(out)["jobs"]
+    assert [j["rank"] for j in jobs] == [0, 1, 0, 1] and yaml.safe_load(out)["processes"] == 2
+    rc, out, err = call(capsys, *args)
+    assert rc == 0, err
+    assert sorted(p.name for p in (trained/"s2").iterdir()) == ["case1_001.nii.gz", "case2_001.nii.gz"]   # rank 1's, no samples.json
+
+def test_plan_fits_and_json(capsys):
+    base = ["plan", "--shape", 32, 32, 16, *params()[:8]]
+    rc, out, err = call(capsys, *base, "--budget", "8GB")
+    assert rc == 0, err
+    assert "memory plan" in out and "train" in out and "denoise" in out
+    rc, out, err = call(capsys, *base, "--budget", "8GB", "--json", "--precision", "fp32")
+    assert rc == 0, err
+    d = json.loads(out)
+    assert d["fits"] and d["precision"] == "fp32" and d["shape"] == [32, 32, 16] and set(d["phases"]) == {"train", "denoise"}
+    rc, out, err = call(capsys, *base, "--budget", "1MB")
+    one_line_error(rc, err, "plan"); assert "does not fit" in err and "would fit" in err
+    assert "NO" in out                                       # the table is still printed, with the failing phase
+    rc, out, err = call(capsys, "plan", "--preset", "patch_ddpm_lung", "--shape", 64, 64, 32, "--dry_run")
+    assert rc == 0 and yaml.safe_load(out)["config"]["batch_size"] == 8
+
+def test_prepare_wired(tmp_path, capsys):
+    rc, out, err = call(capsys, "prepare", tmp_path/"src", tmp_path/"ds", "--derive_masks", "--dry_run")
+    assert rc == 0 and yaml.safe_load(out) == {"src": str(tmp_path/"src"), "out": str(tmp_path/"ds"), "derive_masks": True, "force": False}
+    rc, out, err = call(capsys, "prepare", tmp_path/"nope", tmp_path/"ds")       # missing folder (or no datasets module): one line
+    one_line_error(rc, err, "prepare")
+    pytest.importorskip("medlord_nb.datasets")
+    from medlord_nb.data import load_sample, save_volume
+    s = load_sample("lung1"); sl = (slice(60, 92), slice(40, 72), slice(10, 26))
+    save_volume(tmp_path/"src"/"case1.nii.gz", s.image[sl], s.affine)
+    save_volume(tmp_path/"src"/"case1_mask.nii.gz", s.labels[sl], s.affine, dtype=np.uint8)
+    rc, out, err = call(capsys, "prepare", tmp_path/"src", tmp_path/"ds", "--quiet")
+    assert rc == 0, err
+    man = json.loads((tmp_path/"ds"/"manifest.json").read_text())
+    assert len(man["cases"]) == 1 and "1 cases" in out
+    rc, out, err = call(capsys, "prepare", tmp_path/"src", tmp_path/"ds", "--quiet")          # never overwritten without --force
+    one_line_error(rc, err, "prepare"); assert "--force" in err
+
+def test_evaluate_and_run_dry_run(tmp_path, capsys):
+    rc, out, _ = call(capsys, "evaluate", tmp_path/"real", tmp_path/"fake", "--dry_run")
+    assert rc == 0 and yaml.safe_load(out)["samples"] == str(tmp_path/"fake")
+    rc, out, _ = call(capsys, "run", "demo", "--dry_run", "--param", "seed=4")
+    assert rc == 0 and yaml.safe_load(out)["parameters"]["seed"] == 4
+
+def test_error_line():
+    import errno
+    assert error_line(OSError(errno.ENOSPC, "No space left on device")).startswith("no space left on device; free disk space")
+    assert error_line(OSError(errno.EACCES, "Permission denied", "/x/y")) == "/x/y: Permission denied"
+    assert error_line(ValueError("a\n  b\n")) == "a b"
+    assert error_line(FileNotFoundError("x.nii: no such file")) == "x.nii: no such file"
