@@ -11,8 +11,8 @@ from fastcore.docments import docments
 
 # %% auto #0
 __all__ = ['BODY_LABEL', 'PIPELINES', 'COMMANDS', 'CLIError', 'parse_params', 'read_config', 'Pipeline', 'register_pipeline',
-           'get_pipeline', 'MaskFile', 'read_mask', 'samples', 'run', 'demo', 'evaluate', 'prepare', 'plan', 'train',
-           'sample', 'build_parser', 'error_line', 'main']
+           'get_pipeline', 'MaskFile', 'read_mask', 'samples', 'run', 'demo', 'evaluate', 'report', 'prepare', 'plan',
+           'train', 'sample', 'build_parser', 'error_line', 'main']
 
 # %% ../nbs/10_cli.ipynb #9f9fa181
 class CLIError(Exception):
@@ -212,6 +212,18 @@ def evaluate(reference:str, # folder (or file) of real volumes (NIfTI / NRRD / M
           + (f"; skipped: {', '.join(res['skipped'])}" if res.get("skipped") else ""))
 
 # %% ../nbs/10_cli.ipynb #22dfda57
+def report(source:str, # run directory (runs/<name>) or a metrics JSON file
+           out:str=None, # output file (default: report.md / report.html next to the metrics)
+           format:Literal["md", "html"]="md", # Markdown, or one self-contained HTML file
+           title:str=None, # page title (default: the run directory's name)
+           dry_run:bool=False, # print the resolved arguments and exit
+          ):
+    "Write a report (Markdown or HTML with figures) of a run's metrics."
+    if dry_run: _print_yaml(dict(source=source, out=out, format=format, title=title)); return
+    from medlord_nb.report import make_report
+    print(f"report written to {make_report(source, out=out, format=format, title=title)}")
+
+# %% ../nbs/10_cli.ipynb #64f8f062
 def prepare(src:str, # folder of CT volumes (NIfTI / NRRD / MHA files or DICOM series) and their masks
             out:str, # output folder of the dataset (its manifest is written there)
             derive_masks:bool=False, # derive lung / vessel masks from HU for cases that have none
@@ -229,7 +241,7 @@ def prepare(src:str, # folder of CT volumes (NIfTI / NRRD / MHA files or DICOM s
     path = ds.prepare(src, out, derive_masks=derive_masks, force=force, **kw)
     print(ds.summarize(path) if hasattr(ds, "summarize") else f"dataset manifest written to {path}")
 
-# %% ../nbs/10_cli.ipynb #43f22c08
+# %% ../nbs/10_cli.ipynb #3e71d456
 def _plan_preset(memory, pipeline:str, preset:str|None) -> str|None:
     "A preset the memory module knows, a config file, or configs/NAME.yaml of the repository."
     if preset is None or preset in memory.PRESETS.get(pipeline, {}) or Path(preset).is_file(): return preset
@@ -272,7 +284,7 @@ def plan(pipeline:Literal["patch", "latent"]="patch", # which pipeline to plan
         if getattr(e, "plan", None) is not None: show(e.plan)
         raise
 
-# %% ../nbs/10_cli.ipynb #d3489504
+# %% ../nbs/10_cli.ipynb #a1302bc2
 def _rank():
     from medlord_nb.training import dist_info
     return dist_info()
@@ -346,7 +358,7 @@ def train(config:str=None, # YAML file or preset name (configs/NAME.yaml) of the
                                   "checkpoint": "checkpoints/last.pt", "loss_history": hist}})
     print(f"{run}: trained to step {tr.step}" + (f", final loss {hist[-1][1]:.4g}" if hist else ""))
 
-# %% ../nbs/10_cli.ipynb #3c2f033b
+# %% ../nbs/10_cli.ipynb #bfbfbcd7
 def _stem(p:Path) -> str:
     n = p.name
     for suf in (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd"):
@@ -417,9 +429,9 @@ def sample(run:str, # trained run directory (holds config.yaml and checkpoints/l
         save_volume(outd/jb["file"], np.asarray(hu, np.float32), m.affine)
         print(f"wrote {outd/jb['file']} (mask {jb['mask']}, seed {jb['seed']})")
 
-# %% ../nbs/10_cli.ipynb #31aa79f4
+# %% ../nbs/10_cli.ipynb #c1f853c7
 COMMANDS = {"samples": samples, "prepare": prepare, "plan": plan, "train": train, "sample": sample,
-            "evaluate": evaluate, "run": run, "demo": demo}
+            "evaluate": evaluate, "report": report, "run": run, "demo": demo}
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message):                            # one line instead of usage + error
@@ -465,7 +477,7 @@ def build_parser() -> argparse.ArgumentParser:
     for fn in COMMANDS.values(): _add_command(sub, fn)
     return ap
 
-# %% ../nbs/10_cli.ipynb #5527776c
+# %% ../nbs/10_cli.ipynb #5e59122e
 _KNOWN = (CLIError, ValueError, OSError, KeyError, FloatingPointError, ImportError)
 
 def error_line(e:BaseException) -> str:
