@@ -1,0 +1,114 @@
+"""The latent systems (MedLoRD, Med-LSDM) run end to end under papermill at smoke size, write their outputs and
+named-protocol metrics; their paper-size configs are valid for their config dataclasses."""
+import math
+from pathlib import Path
+import numpy as np
+import pytest
+import papermill as pm
+from medlord_nb.runner import run_experiment
+from medlord_nb.core import load_json, load_yaml
+from medlord_nb.latent_diffusion import MedLoRDConfig, MedLSDMConfig
+
+ROOT = Path(__file__).resolve().parents[1]
+SMOKE = {"device": "cpu"}              # the notebooks' defaults are the CPU smoke size
+CONFIGS = {"medlord.yaml": MedLoRDConfig, "medlord_8x.yaml": MedLoRDConfig,
+           "med_lsdm.yaml": MedLSDMConfig, "med_lsdm_full.yaml": MedLSDMConfig}
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("latent_runs")
+    return {name: run_experiment(name, name=name, root=root, params=SMOKE, progress=False) for name in ("medlord", "med_lsdm")}
+
+def _finite(x, path="metrics"):
+    "Every number in a nested structure is finite (None allowed)."
+    if isinstance(x, dict):
+        for k, v in x.items(): _finite(v, f"{path}.{k}")
+    elif isinstance(x, list):
+        for i, v in enumerate(x): _finite(v, f"{path}[{i}]")
+    elif isinstance(x, float): assert math.isfinite(x), f"{path} = {x}"
+
+@pytest.mark.parametrize("name,system", [("medlord", "medlord"), ("med_lsdm", "med_lsdm")])
+def test_metrics(runs, name, system):
+    m = load_json(runs[name]/"metrics.json")
+    for k in ("experiment", "system", "protocol", "protocol_details", "mask_adherence", "vqgan_recon", "scale_factor",
+              "latent_shape", "sample_shape", "train_steps", "final_loss", "parameters", "seconds", "device"):
+        assert k in m, k
+    assert m["experiment"] == name and m["system"] == system and m["protocol"] == f"{system}-latent-sample-v1"
+    d = m["protocol_details"]
+    assert d["n_samples"] == 1 and d["n_reference"] == 1 and d["condition"].startswith("lung1")
+    assert m["vqgan_recon"]["protocol"] == "vqgan-recon-psnr-v1" and m["vqgan_recon"]["psnr_db"] > 12, m["vqgan_recon"]
+    assert m["scale_factor"] > 0 and m["device"] == "cpu"
+    _finite(m)
+    a = m["mask_adherence"]
+    assert a["protocol"] == "mask-adherence-hu-v1"
+    assert set(a["sample"]["label_hu"]) == {"outside body", "body (derived)", "lung", "vessels", "nodule"}
+    assert 0 <= a["sample"]["lung_dice_threshold"] <= 1
+    assert a["real"]["lung_dice_threshold"] > 0.7 and a["real"]["nodule_contrast_hu"] > 300, a["real"]   # the metric works on real CT
+
+def test_medlord_stages(runs):
+    m = load_json(runs["medlord"]/"metrics.json")
+    c = MedLoRDConfig()
+    assert m["train_steps"] == {"vqgan": c.vqgan_steps, "base": c.base_steps, "controlnet": c.steps}
+    assert m["parameters"]["controlnet_trainable"] < m["parameters"]["base"]      # only the thin ControlNet trains
+    assert m["protocol_details"]["conditioning"] == "controlnet" and m["protocol_details"]["crop"] is None
+    for f in ("checkpoints/vqgan/last.pt", "checkpoints/ldm_base/last.pt", "checkpoints/ldm/last.pt"): assert (runs["medlord"]/f).exists(), f
+
+def test_med_lsdm_stages(runs):
+    m = load_json(runs["med_lsdm"]/"metrics.json")
+    d = m["protocol_details"]
+    assert d["conditioning"] == "spade" and d["guidance_scale"] == 1.5 and m["full_volume"] is False
+    c = MedLSDMConfig()
+    assert d["crop"] == [s * f for s, f in zip(c.crop_size, c.image_downsample)] == m["sample_shape"]
+    assert m["latent_shape"] == [s // c.downsample_factor for s in c.crop_size]
+    assert not (runs["med_lsdm"]/"checkpoints/ldm_base").exists()
+
+@pytest.mark.parametrize("name", ["medlord", "med_lsdm"])
+def test_outputs(runs, name):
+    import nibabel as nib
+    from medlord_nb.data import load_sample
+    run = runs[name]
+    for f in ("sample.nii.gz", "montage.png", "loss.png", "vqgan_history.png", "config.yaml", f"{name}.ipynb",
+              "latents/manifest.json", "checkpoints/vqgan/last.pt", "checkpoints/ldm/last.pt"):
+        assert (run/f).exists(), f
+    m, src = load_json(run/"metrics.json"), load_sample("lung1")
+    img = nib.load(run/"sample.nii.gz")
+    start = m["protocol_details"]["crop_start"]
+    if start is None:                                   # the whole volume: exactly the source grid
+        assert img.shape == src.image.shape
+        np.testing.assert_allclose(img.affine, src.affine, atol=1e-4)
+    else:                                               # a crop: the source affine moved to the crop's first voxel
+        assert list(img.shape) == m["sample_shape"]
+        want = src.affine.copy(); want[:3, 3] = src.affine[:3, :3] @ np.asarray(start, float) + src.affine[:3, 3]
+        np.testing.assert_allclose(img.affine, want, atol=1e-4)
+    x = np.asarray(img.dataobj)
+    assert np.isfinite(x).all() and x.min() >= -1000 and x.max() <= 1000
+    man = load_json(run/"latents/manifest.json")
+    assert man["kind"] == "quantized" and set(man["entries"]) == {"lung1", "lung2"} and len(man["vqgan_fingerprint"]) == 64
+    assert load_yaml(run/"config.yaml")["device"] == "cpu"
+
+def test_misspelled_parameter_is_rejected(tmp_path):
+    with pytest.raises(pm.PapermillExecutionError, match="did you mean 'guidance_scale'"):
+        run_experiment("med_lsdm", name="bad", root=tmp_path, params={"guidance": 2.0}, progress=False)
+
+@pytest.mark.parametrize("fname", sorted(CONFIGS))
+def test_config_is_valid(fname):
+    cls = CONFIGS[fname]
+    raw = load_yaml(ROOT/"configs"/fname)
+    unknown = set(raw) - set(cls.field_names())
+    assert not unknown, f"{fname}: keys not in {cls.__name__}: {unknown}"
+    c = cls.from_yaml(ROOT/"configs"/fname)             # types and cross-field checks
+    assert c.image_downsample == (1, 1, 1) and c.latent_channels == 8 and c.num_embeddings == 16384
+    assert c.schedule == "cosine" and c.ema_decay == 0.999 and c.lr == 1e-4 and c.amp
+    if cls is MedLoRDConfig:
+        assert (c.num_train_timesteps, c.prediction_type, c.loss_type, c.conditioning) == (300, "v_prediction", "smooth_l1", "controlnet")
+        assert c.attention_levels[-2:] == (True, True) and not any(c.attention_levels[:-2])   # the two deepest levels
+        assert c.controlnet_width_ratio == 0.5 and c.cond_dropout == 0.1 and c.ldm_crop is None
+        assert c.downsample_factor == (8 if "8x" in fname else 4) and c.decode_tile is not None
+    else:
+        assert (c.num_train_timesteps, c.prediction_type, c.loss_type, c.conditioning) == (500, "epsilon", "l1", "spade")
+        assert c.guidance_scale == 1.5 and c.cond_dropout > 0 and c.downsample_factor == 4
+        assert c.ldm_crop == (None if "full" in fname else (256, 256, 32))
+
+def test_every_latent_config_is_tested():
+    have = {p.name for p in (ROOT/"configs").glob("med*.yaml")}
+    assert have == set(CONFIGS), f"configs without a check here: {sorted(have - set(CONFIGS))}"
