@@ -13,6 +13,13 @@ _EXPORTS = {
     "run_experiment": "runner",
     "fid": "evaluation", "evaluate_folders": "evaluation", "conditioning_report": "evaluation",
     "train_segmenter": "segmentation", "segment": "segmentation", "VQGAN": "vqgan", "tiled_decode": "vqgan",
+    "UNet": "unet", "NoiseSchedule": "schedules", "Trainer": "training", "load_weights": "training",
+    "ControlNetLite": "conditioning", "ControlledUNet": "conditioning", "SPADEUNet": "conditioning", "CFGDenoiser": "conditioning",
+    "LatentDiffusion": "latents", "encode_dataset": "latents",
+    "PatchDDPMConfig": "patch_ddpm", "MedLoRDConfig": "latent_diffusion", "MedLSDMConfig": "latent_diffusion",
+    "plan": "memory", "PlanError": "memory", "estimate_peak": "memory",
+    "prepare": "datasets", "load_manifest": "datasets", "ManifestDataset": "datasets",
+    "make_report": "report",
 }
 
 def __getattr__(name):

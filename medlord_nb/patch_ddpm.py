@@ -10,7 +10,7 @@ from typing import Literal, Sequence
 import numpy as np
 import torch
 import torch.nn as nn
-from .core import Config, ConfigError, seed_everything, get_device, save_json
+from .core import Config, ConfigError, seed_everything, get_device, save_json, parse_size
 from .data import CTVolume, load_sample, hu_to_unit, unit_to_hu, remap_labels, one_hot, global_coords, PatchSampler, save_volume, body_mask
 from .schedules import NoiseSchedule
 from .samplers import DDPMSampler, DDIMSampler, DPMSolverPP2MSampler
@@ -19,6 +19,7 @@ from .conditioning import ConcatConditioned
 from .training import Trainer, TrainConfig, Batch
 from .fullres import sample_volume
 from .evaluation import conditioning_report
+from .memory import check_budget, PlanError
 
 # %% auto #0
 __all__ = ['PatchDDPMConfig', 'prepare', 'condition', 'PatchBatches', 'build_model', 'train', 'make_sampler', 'generate',
@@ -58,6 +59,7 @@ class PatchDDPMConfig(Config):
     num_inference_steps: int = 5 # sampler steps
     window: tuple[int, int, int]|None = None # None: one pass over the whole volume; else sliding-window size
     overlap: float = 0.25 # window overlap
+    budget: str|None = None # GPU memory budget, e.g. "24GB": train and generate refuse (PlanError) settings that do not fit it
     seed: int = 0 # seed for everything
     device: str = "auto" # 'auto', 'cpu', 'cuda', ...
     out_dir: str|None = None # run directory (set by the runner)
@@ -70,6 +72,9 @@ class PatchDDPMConfig(Config):
         if self.steps < 1 or self.num_inference_steps < 1: raise ConfigError("steps and num_inference_steps must be >= 1")
         if any(p < 2 ** (len(self.channels) - 1) for p in self.patch_size):
             raise ConfigError(f"patch_size {self.patch_size} is smaller than the UNet's downsampling factor {2 ** (len(self.channels) - 1)}")
+        if self.budget is not None:
+            try: parse_size(self.budget)
+            except ValueError as e: raise ConfigError(f"budget: {e}") from None
 
     @property
     def num_classes(self) -> int: return len(self.labels) + 1 + int(self.body_class)
@@ -140,6 +145,10 @@ def build_model(cfg:PatchDDPMConfig) -> ConcatConditioned:
                norm_num_groups=cfg.norm_num_groups, additive_skips=cfg.additive_skips, use_checkpointing=cfg.use_checkpointing)
     return ConcatConditioned(net, 1, cfg.cond_channels)
 
+def _precision(cfg:PatchDDPMConfig) -> str:
+    "What will run: bf16 autocast on CUDA when cfg.amp, else fp32."
+    return "bf16" if cfg.amp and get_device(cfg.device).type == "cuda" else "fp32"
+
 def _volume(name:str) -> CTVolume:
     from medlord_nb.data import list_samples
     if name in list_samples(): return load_sample(name)
@@ -150,6 +159,8 @@ def train(cfg:PatchDDPMConfig, # settings
           progress:bool=True, # tqdm bar
          ) -> Trainer:
     "Train the patch DDPM on the configured samples; returns the trainer (EMA model in `.eval_model`)."
+    if cfg.budget is not None:                                         # ask the planner before loading or allocating anything
+        check_budget(cfg, cfg.patch_size, cfg.budget, phase="train", precision=_precision(cfg))
     seed_everything(cfg.seed)
     vols = [prepare(_volume(n), cfg.labels, cfg.body_class) for n in cfg.train_samples]
     cls_of = {lab: i + 1 for i, lab in enumerate(cfg.labels)}          # label value -> model class
@@ -172,13 +183,15 @@ def generate(model:nn.Module, # trained ConcatConditioned denoiser
              progress:bool=True,
             ) -> np.ndarray: # generated volume in HU (X, Y, Z)
     "Sample one complete volume conditioned on a class map; returns HU."
+    if cfg.budget is not None:                                         # before the condition is built or the model moved
+        check_budget(cfg, np.shape(classes), cfg.budget, phase="denoise", precision=_precision(cfg))
     cond = condition(classes, cfg.num_classes)[None]
     g = torch.Generator().manual_seed(cfg.seed if seed is None else seed)
     x = sample_volume(model, make_sampler(cfg), (1, 1, *classes.shape), cond, window=cfg.window, overlap=cfg.overlap,
                       generator=g, device=cfg.device, amp=cfg.amp, progress=progress)
     return unit_to_hu(x[0, 0].clamp(-1, 1).cpu().numpy())
 
-# %% ../nbs/12_patch_ddpm.ipynb #25c26dba
+# %% ../nbs/12_patch_ddpm.ipynb #43e300a0
 def evaluate_sample(sample_hu:np.ndarray, # generated volume (HU)
                     vol:CTVolume, # the real volume whose mask conditioned it
                     cfg:PatchDDPMConfig, # settings (which labels conditioned)

@@ -15,3 +15,10 @@ def test_wheel_contains_samples(tmp_path):
     assert "medlord_nb/samples/manifest.json" in names
     ep = [n for n in names if n.endswith("entry_points.txt")]
     assert ep and "medlord = medlord_nb.cli:main" in zipfile.ZipFile(whl).read(ep[0]).decode()
+
+def test_top_level_exports_resolve():
+    "Every name `medlord_nb` re-exports lazily exists in the module it points to."
+    import importlib, medlord_nb
+    for name, mod in medlord_nb._EXPORTS.items():
+        assert hasattr(importlib.import_module(f"medlord_nb.{mod}"), name), (name, mod)
+    assert "load_sample" in dir(medlord_nb)
