@@ -21,7 +21,8 @@ __all__ = ['MANIFEST_FORMAT', 'MANIFEST_VERSION', 'Origin', 'MASK_SUFFIXES', 'MA
            'DatasetWriter', 'Manifest', 'load_manifest', 'ManifestDataset', 'write_dicom_series', 'Case', 'FolderScan',
            'scan_folder', 'prepare', 'summarize', 'LunaNodule', 'read_luna_annotations', 'check_metaimage',
            'sphere_mask', 'ImportedCase', 'luna16_case', 'import_luna16', 'lidc_consensus', 'place_in_volume',
-           'lidc_frame_affine', 'lidc_nodule_mask', 'find_lidc_series', 'lidc_case', 'import_lidc']
+           'lidc_frame_affine', 'lidc_nodule_mask', 'find_lidc_series', 'lidc_case', 'import_lidc', 'is_dataset',
+           'expand_samples', 'load_case']
 
 # %% ../nbs/18_datasets.ipynb #094fcf8b
 MANIFEST_FORMAT, MANIFEST_VERSION = "medlord-dataset", 1
@@ -733,3 +734,42 @@ def import_lidc(out:str|Path, # dataset folder to create
                   dict(dataset="LIDC-IDRI", patient_id=s.patient_id, study_uid=s.study_instance_uid, series_uid=s.series_instance_uid,
                        pylidc_scan_id=int(s.id), folder=str(folder)), c.info)
         return w.finish()
+
+# %% ../nbs/18_datasets.ipynb #8cddf4ca
+def is_dataset(spec:str|Path, # a path
+              ) -> bool:
+    "True when `spec` is a prepared dataset folder (or its manifest.json)."
+    p = Path(spec)
+    return (p.is_dir() and (p/"manifest.json").is_file()) or (p.name == "manifest.json" and p.is_file())
+
+def expand_samples(specs:Sequence[str], # volume specs (see `load_case`); a dataset folder stands for all its cases
+                  ) -> list[str]: # one spec per volume
+    "Expand every dataset folder (from `prepare` or an importer) into 'folder#case_id', one per case with a mask."
+    from medlord_nb.data import list_samples
+    out = []
+    for spec in map(str, specs):
+        if "|" in spec or "#" in spec or spec in list_samples() or not is_dataset(spec): out.append(spec); continue
+        man = load_manifest(spec)
+        cases = [c["case_id"] for c in man.cases if c["mask"] is not None]
+        if not cases: raise ValueError(f"dataset {spec} has no case with a mask; the pipelines condition on masks "
+                                       f"(prepare it with derive_masks=True to get lung/vessel labels from HU)")
+        out += [f"{spec}#{c}" for c in cases]
+    return out
+
+def load_case(spec:str, # embedded sample name | 'image.nii.gz|mask.nii.gz' | 'dataset_folder#case_id'
+             ) -> CTVolume:
+    "A CT volume with labels: an embedded sample, an image|mask pair of files, or a case of a prepared dataset."
+    from medlord_nb.data import list_samples, load_sample, load_image_and_mask
+    spec = str(spec)
+    if "|" in spec:
+        img, msk = (s.strip() for s in spec.split("|", 1))
+        return load_image_and_mask(img, msk)
+    if spec in list_samples(): return load_sample(spec)
+    if "#" in spec:
+        folder, case = spec.rsplit("#", 1)
+        v = ManifestDataset(folder)[case]
+        if v.labels is None: raise ValueError(f"case {case!r} of {folder} has no mask; the pipelines condition on masks")
+        return v
+    if is_dataset(spec): raise ValueError(f"{spec} is a dataset of several cases; pick one as '{spec}#CASE_ID' (cases: see its manifest.json)")
+    raise ValueError(f"unknown sample {spec!r}; use one of the embedded samples {list_samples()}, 'image.nii.gz|mask.nii.gz', "
+                     f"a dataset folder (training) or 'dataset_folder#case_id'")

@@ -22,13 +22,14 @@ from .latents import LatentSet, LatentDiffusion, encode_dataset, encode_volume, 
 from .evaluation import conditioning_report
 from .conditioning import ConcatConditioned, ControlNetLite, ControlledUNet, SPADEUNet, ConditionDropout, CFGDenoiser
 from . import patch_ddpm
+from .datasets import is_dataset, expand_samples, load_case   # volume specs shared by every pipeline
 
 # %% auto #0
 __all__ = ['ConditioningType', 'LatentDiffusionConfig', 'MedLoRDConfig', 'MedLSDMConfig', 'Prepared', 'to_source_grid', 'prepare',
-           'expand_samples', 'load_case', 'prepare_data', 'crop_volume', 'condition_region', 'ImagePatches',
-           'build_vqgan', 'train_vqgan_stage', 'reconstruction_psnr', 'encode_stage', 'make_condition', 'LatentBatches',
-           'unet_kwargs', 'build_unet', 'build_denoiser', 'LDMResult', 'train_ldm_stage', 'make_sampler', 'generate',
-           'evaluate_sample', 'save_outputs', 'plan_config']
+           'prepare_data', 'crop_volume', 'condition_region', 'ImagePatches', 'build_vqgan', 'train_vqgan_stage',
+           'reconstruction_psnr', 'encode_stage', 'make_condition', 'LatentBatches', 'unet_kwargs', 'build_unet',
+           'build_denoiser', 'LDMResult', 'train_ldm_stage', 'make_sampler', 'generate', 'evaluate_sample',
+           'save_outputs', 'plan_config']
 
 # %% ../nbs/17_latent_diffusion.ipynb #d644cb9a
 ConditioningType = Literal["controlnet", "spade", "concat"]
@@ -220,41 +221,6 @@ def prepare(vol:CTVolume, # a volume with labels (HU image)
     img = _pool(torch.from_numpy(x)[None], downsample)[0]
     oh = _pool(oh, downsample)
     return Prepared(img.numpy(), oh.numpy(), oh.argmax(0).to(torch.uint8).numpy(), tuple(vol.shape), tuple(int(d) for d in downsample))
-
-def _is_dataset(spec:str) -> bool:
-    p = Path(spec)
-    return (p.is_dir() and (p/"manifest.json").is_file()) or (p.name == "manifest.json" and p.is_file())
-
-def expand_samples(specs:Sequence[str], # sample specs (see `load_case`); a dataset folder stands for all its cases
-                  ) -> list[str]: # one spec per volume
-    "Expand every dataset folder (from `datasets.prepare` or an importer) into 'folder#case_id', one per case with a mask."
-    out = []
-    for spec in specs:
-        if "|" in spec or "#" in spec or spec in list_samples() or not _is_dataset(spec): out.append(spec); continue
-        from medlord_nb.datasets import load_manifest
-        man = load_manifest(spec)
-        cases = [c["case_id"] for c in man.cases if c["mask"] is not None]
-        if not cases: raise ValueError(f"dataset {spec} has no case with a mask; the latent systems condition on masks "
-                                       f"(prepare it with derive_masks=True to get lung/vessel labels from HU)")
-        out += [f"{spec}#{c}" for c in cases]
-    return out
-
-def load_case(spec:str, # embedded sample name | 'image.nii.gz|mask.nii.gz' | 'dataset_folder#case_id'
-             ) -> CTVolume:
-    "A CT volume with labels: an embedded sample, an image|mask pair of files, or a case of a prepared dataset."
-    if "|" in spec:
-        img, msk = (s.strip() for s in spec.split("|", 1))
-        return load_image_and_mask(img, msk)
-    if spec in list_samples(): return load_sample(spec)
-    if "#" in spec:
-        from medlord_nb.datasets import ManifestDataset
-        folder, case = spec.rsplit("#", 1)
-        v = ManifestDataset(folder)[case]
-        if v.labels is None: raise ValueError(f"case {case!r} of {folder} has no mask; the latent systems condition on masks")
-        return v
-    if _is_dataset(spec): raise ValueError(f"{spec} is a dataset of several cases; pick one as '{spec}#CASE_ID' (cases: see its manifest.json)")
-    raise ValueError(f"unknown sample {spec!r}; use one of the embedded samples {list_samples()}, 'image.nii.gz|mask.nii.gz', "
-                     f"a dataset folder (training) or 'dataset_folder#case_id'")
 
 def prepare_data(cfg:LatentDiffusionConfig, # settings (train_samples, labels, body_class, image_downsample)
                 ) -> dict[str, Prepared]: # name -> prepared volume

@@ -18,6 +18,7 @@ from .unet import UNet
 from .conditioning import ConcatConditioned
 from .training import Trainer, TrainConfig, Batch
 from .fullres import sample_volume
+from .datasets import expand_samples, load_case
 from .evaluation import conditioning_report
 from .memory import check_budget, PlanError
 
@@ -29,7 +30,7 @@ __all__ = ['PatchDDPMConfig', 'prepare', 'condition', 'PatchBatches', 'build_mod
 @dataclasses.dataclass
 class PatchDDPMConfig(Config):
     "Settings of the patch-wise pixel DDPM (System B); defaults are the CPU smoke size."
-    train_samples: tuple[str, ...] = ("lung1", "lung2") # embedded samples to train on (see `data.list_samples()`)
+    train_samples: tuple[str, ...] = ("lung1", "lung2") # embedded samples, 'ct|mask' file pairs or prepared dataset folders (see `datasets.load_case`)
     condition_sample: str = "lung1" # sample whose mask conditions the generated volume
     labels: tuple[int, ...] = (1, 2, 3) # conditioning labels (lung, vessels, nodule); others become background
     body_class: bool = True # add a 'body' class (tissue inside the body, from HU) so air outside is generated as air
@@ -149,11 +150,6 @@ def _precision(cfg:PatchDDPMConfig) -> str:
     "What will run: bf16 autocast on CUDA when cfg.amp, else fp32."
     return "bf16" if cfg.amp and get_device(cfg.device).type == "cuda" else "fp32"
 
-def _volume(name:str) -> CTVolume:
-    from medlord_nb.data import list_samples
-    if name in list_samples(): return load_sample(name)
-    raise ValueError(f"unknown training sample {name!r}; embedded samples: {list_samples()}")
-
 def train(cfg:PatchDDPMConfig, # settings
           run:str|Path|None=None, # run directory: checkpoints go to run/checkpoints (resumed if present)
           progress:bool=True, # tqdm bar
@@ -162,7 +158,7 @@ def train(cfg:PatchDDPMConfig, # settings
     if cfg.budget is not None:                                         # ask the planner before loading or allocating anything
         check_budget(cfg, cfg.patch_size, cfg.budget, phase="train", precision=_precision(cfg))
     seed_everything(cfg.seed)
-    vols = [prepare(_volume(n), cfg.labels, cfg.body_class) for n in cfg.train_samples]
+    vols = [prepare(load_case(n), cfg.labels, cfg.body_class) for n in expand_samples(cfg.train_samples)]
     cls_of = {lab: i + 1 for i, lab in enumerate(cfg.labels)}          # label value -> model class
     probs = {cls_of[lab]: p for lab, p in ((3, cfg.nodule_prob), (1, cfg.lung_prob)) if lab in cls_of and p > 0}
     batches = PatchBatches(vols, cfg.patch_size, cfg.batch_size, cfg.num_classes, probs)

@@ -72,10 +72,10 @@ def test_train_writes_run_dir(trained):
     r = trained/"runs"/"t"
     assert sorted(p.name for p in r.iterdir()) == ["checkpoints", "config.yaml", "loss.png", "metrics.json", "params.yaml"]
     assert (r/"checkpoints"/"last.pt").stat().st_size > 0 and (r/"loss.png").read_bytes()[:4] == b"\x89PNG"
-    m = json.loads((r/"metrics.json").read_text())["train"]
+    m = json.loads((r/"metrics.json").read_text(encoding="utf-8"))["train"]
     assert m["steps"] == 2 and m["processes"] == 1 and np.isfinite(m["final_loss"]) and len(m["loss_history"]) == 2
-    assert yaml.safe_load((r/"params.yaml").read_text())["pipeline"] == "patch"
-    c = yaml.safe_load((r/"config.yaml").read_text())
+    assert yaml.safe_load((r/"params.yaml").read_text(encoding="utf-8"))["pipeline"] == "patch"
+    c = yaml.safe_load((r/"config.yaml").read_text(encoding="utf-8"))
     assert c["channels"] == [8, 16] and c["steps"] == 2 and c["out_dir"] == str(r)
     assert not list(r.rglob("*.tmp"))
 
@@ -90,7 +90,7 @@ def test_refuse_force_resume(tmp_path, capsys):
     assert rc == 0, err
     import torch
     assert torch.load(ck, weights_only=False)["step"] == 3
-    m = json.loads((root/"x"/"metrics.json").read_text())["train"]
+    m = json.loads((root/"x"/"metrics.json").read_text(encoding="utf-8"))["train"]
     assert m["steps"] == 3 and m["resumed"] is True and len(m["loss_history"]) == 3
     rc, out, err = call(capsys, "train", "--root", root, "--name", "x", "--force", "--quiet", *params(steps=1))
     assert rc == 0, err
@@ -108,7 +108,7 @@ def test_sample_writes_atomic_volumes_with_mask_affine(trained, capsys):
     np.testing.assert_allclose(a.affine, mask.affine, atol=1e-6); assert a.shape == mask.shape
     x = a.get_fdata(); assert np.isfinite(x).all() and -1001 <= x.min() and x.max() <= 1001
     assert not np.array_equal(x, b.get_fdata())              # different seeds
-    js = json.loads((out/"samples.json").read_text())
+    js = json.loads((out/"samples.json").read_text(encoding="utf-8"))
     assert [e["seed"] for e in js["samples"]] == [5, 6]
     # same seed again (--force): the same volume
     rc, _, err = call(capsys, "sample", trained/"runs"/"t", trained/"case1.nii.gz", "--image", trained/"case1_ct.nii.gz",
@@ -159,10 +159,15 @@ def test_prepare_wired(tmp_path, capsys):
     save_volume(tmp_path/"src"/"case1_mask.nii.gz", s.labels[sl], s.affine, dtype=np.uint8)
     rc, out, err = call(capsys, "prepare", tmp_path/"src", tmp_path/"ds", "--quiet")
     assert rc == 0, err
-    man = json.loads((tmp_path/"ds"/"manifest.json").read_text())
+    man = json.loads((tmp_path/"ds"/"manifest.json").read_text(encoding="utf-8"))
     assert len(man["cases"]) == 1 and "1 cases" in out
     rc, out, err = call(capsys, "prepare", tmp_path/"src", tmp_path/"ds", "--quiet")          # never overwritten without --force
     one_line_error(rc, err, "prepare"); assert "--force" in err
+    rc, out, err = call(capsys, "train", "--root", tmp_path/"runs", "--name", "own", "--quiet",   # train on the prepared dataset
+                        *params(train_samples=f"[{tmp_path/'ds'}]"))
+    assert rc == 0, err
+    cfg = yaml.safe_load((tmp_path/"runs"/"own"/"config.yaml").read_text(encoding="utf-8"))
+    assert cfg["train_samples"] == [str(tmp_path/"ds")] and (tmp_path/"runs"/"own"/"checkpoints"/"last.pt").exists()
 
 def test_evaluate_and_run_dry_run(tmp_path, capsys):
     rc, out, _ = call(capsys, "evaluate", tmp_path/"real", tmp_path/"fake", "--dry_run")

@@ -80,13 +80,13 @@ def test_two_processes_match_one(tmp_path):
     rel_loss = float(np.abs(l1 - l2).max() / np.abs(l1).max())
     print(f"DDP(2) vs 1 process after 4 steps: weights {rel_w:.2e}, EMA {rel_ema:.2e}, loss {rel_loss:.2e} (relative)")
     assert rel_w < 1e-5 and rel_ema < 1e-5 and rel_loss < 1e-5, (rel_w, rel_ema, rel_loss)
-    m = json.loads((tmp_path/"runs"/"ddp"/"metrics.json").read_text())["train"]
+    m = json.loads((tmp_path/"runs"/"ddp"/"metrics.json").read_text(encoding="utf-8"))["train"]
     assert m["processes"] == 2 and m["steps"] == 4
     assert not list((tmp_path/"runs").rglob("*.tmp"))
 
     # sharded sampling: rank 0 wrote sample 0, rank 1 sample 1; each equals the single-process sample
     import nibabel as nib
-    js = json.loads((tmp_path/"ddp_samples"/"samples.json").read_text())
+    js = json.loads((tmp_path/"ddp_samples"/"samples.json").read_text(encoding="utf-8"))
     assert [e["rank"] for e in js["samples"]] == [0, 1]
     for k in (0, 1):
         a = nib.load(tmp_path/"ddp_samples"/f"case1_00{k}.nii.gz"); b = nib.load(tmp_path/"single_samples"/f"case1_00{k}.nii.gz")

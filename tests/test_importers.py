@@ -85,7 +85,7 @@ def test_prepare_every_format_round_trip(tmp_path):
             np.testing.assert_array_equal(v.labels, PH.labels)
             assert e["annotated"] and not e["derived"] and e["labels"]["nodule"]["voxels"] == int((PH.labels == 3).sum())
     # the manifest is plain JSON: every entry names its files relative to the dataset folder
-    raw = json.loads(man.read_text())
+    raw = json.loads(man.read_text(encoding="utf-8"))
     assert raw["format"] == "medlord-dataset" and raw["version"] == 1 and raw["n_cases"] == 7
     assert all((tmp_path / "out" / c["image"]).is_file() for c in raw["cases"])
     assert "7 cases" in D.summarize(man)
@@ -237,7 +237,7 @@ def test_luna16_nodules_land_at_world_coordinates(tmp_path, direction):
 def test_luna16_errors(tmp_path):
     root, rows, _, seg = _luna(tmp_path / "luna")
     out = tmp_path / "out"
-    good = (root / "annotations.csv").read_text()
+    good = (root / "annotations.csv").read_text(encoding="utf-8")
     # a missing column
     (root / "annotations.csv").write_text(good.replace(",diameter_mm", "", 1))
     with pytest.raises(ValueError, match=r"missing column\(s\) \['diameter_mm'\]") as e: D.import_luna16(root, out, progress=False)
