@@ -65,6 +65,9 @@ class Pipeline(NamedTuple):
     generate: Callable # generate(model, cfg, classes, seed=..., progress=...) -> HU volume
     resume_keys: tuple # config keys that may change when a run is resumed
     sample_keys: tuple # config keys that may change at sampling time
+    load: Callable|None = None # load(cfg, run_dir) -> the `model` generate takes (None: build_model + EMA weights of `checkpoint`)
+    checkpoint: str = "checkpoints/last.pt" # the run's final checkpoint (relative to the run directory): a run without it is untrained
+    distributed: bool = True # whether `train` runs DDP under torchrun (False: one process only)
 
 PIPELINES: dict[str, Callable[[], Pipeline]] = {}
 
@@ -80,8 +83,8 @@ def get_pipeline(name:str) -> Pipeline:
         raise CLIError(f"unknown pipeline {name!r} for training and sampling; registered: {', '.join(sorted(PIPELINES))}")
     return PIPELINES[name]()
 
-def _patch_classes(cfg, labels, image, name):
-    "Mask labels (+ optional HU image) -> the patch DDPM's class map: conditioning labels, body, background."
+def _class_map(cfg, labels, image, name):
+    "Mask labels (+ optional HU image) -> the class map of training: 0 background, 1..n `cfg.labels`, n+1 body."
     import numpy as np
     from medlord_nb.data import remap_labels, body_mask
     lab = np.asarray(labels).astype(np.int64)
@@ -96,6 +99,11 @@ def _patch_classes(cfg, labels, image, name):
             raise ValueError(f"{name}: this model was trained with a body class but the mask has no body outline; "
                              f"draw the body as label {BODY_LABEL}, or pass the CT with --image to derive it from HU")
         cls[(cls == 0) & body] = len(cfg.labels) + 1
+    return cls
+
+def _patch_classes(cfg, labels, image, name):
+    "Mask labels (+ optional HU image) -> the patch DDPM's class map: conditioning labels, body, background."
+    cls = _class_map(cfg, labels, image, name)
     f = 2 ** (len(cfg.channels) - 1)
     if any(s < f for s in cls.shape):
         raise ValueError(f"{name}: mask shape {cls.shape} is smaller than the UNet's downsampling factor {f} on some axis")
@@ -108,6 +116,31 @@ def _patch_pipeline() -> Pipeline:
                     ("steps", "ckpt_every", "condition_sample", "out_dir", *sample_keys), sample_keys)
 
 register_pipeline("patch", _patch_pipeline)
+
+def _latent_classes(cfg, labels, image, name):
+    "Mask labels (+ optional HU image) -> the latent systems' condition (`latent_diffusion.Prepared`) on the mask's grid."
+    from medlord_nb.latent_diffusion import prepare_classes
+    cls = _class_map(cfg, labels, image, name)
+    need = [d * cfg.downsample_factor * 2 ** len(cfg.channels) for d in cfg.image_downsample]   # deepest U-Net level >= 2 voxels
+    if any(s < n for s, n in zip(cls.shape, need)):
+        raise ValueError(f"{name}: mask shape {cls.shape} is too small for this model (image_downsample x VQ-GAN factor x U-Net "
+                         f"levels need at least {tuple(need)} voxels); give a larger mask region")
+    return prepare_classes(cls, cfg, image)
+
+def _latent_generate(model, cfg, prep, seed=None, progress=True):
+    from medlord_nb.latent_diffusion import sample_latent
+    return sample_latent(model, cfg, prep, seed=seed, progress=progress)
+
+def _latent_pipeline(config_name:str) -> Pipeline:
+    from medlord_nb import latent_diffusion as ld
+    sample_keys = ("sampler", "num_inference_steps", "guidance_scale", "conditioning_scale", "decode_tile", "decode_overlap",
+                   "decode_quantized", "device", "amp")
+    return Pipeline(getattr(ld, config_name), ld.train_all, None, _latent_classes, _latent_generate,
+                    ("steps", "ckpt_every", "condition_sample", "out_dir", *sample_keys), sample_keys,
+                    load=ld.load_trained, checkpoint="checkpoints/ldm/last.pt", distributed=False)
+
+register_pipeline("medlord", lambda: _latent_pipeline("MedLoRDConfig"))
+register_pipeline("med_lsdm", lambda: _latent_pipeline("MedLSDMConfig"))
 
 # %% ../nbs/10_cli.ipynb #d04aa96f
 class MaskFile(NamedTuple):
@@ -333,6 +366,9 @@ def train(config:str=None, # YAML file or preset name (configs/NAME.yaml) of the
         _check_changes(old, cfg.to_dict(), P.resume_keys, f"when resuming {run}")
     else: cfg = P.config.from_dict({**user, "out_dir": str(run)})
     ws = _rank().world_size
+    if ws > 1 and not P.distributed:
+        raise CLIError(f"the {pipeline!r} pipeline trains in one process (its stages have no DDP); run it without torchrun "
+                       f"(`medlord train ...`); `medlord sample` can still be sharded over torchrun's processes")
     if ws > 1 and getattr(cfg, "batch_size", ws) % ws:
         raise CLIError(f"batch_size {cfg.batch_size} is the global batch and must split evenly over {ws} processes")
     if dry_run:
@@ -355,7 +391,8 @@ def train(config:str=None, # YAML file or preset name (configs/NAME.yaml) of the
     hist = [list(h) for h in tr.history]
     write_metrics(run, {"train": {"pipeline": pipeline, "steps": tr.step, "final_loss": hist[-1][1] if hist else None,
                                   "processes": tr.world_size, "seconds": round(time.time() - t0, 2), "resumed": resume,
-                                  "checkpoint": "checkpoints/last.pt", "loss_history": hist}})
+                                  "checkpoint": P.checkpoint, "loss_history": hist,
+                                  **({"stages": tr.stages()} if hasattr(tr, "stages") else {})}})
     print(f"{run}: trained to step {tr.step}" + (f", final loss {hist[-1][1]:.4g}" if hist else ""))
 
 # %% ../nbs/10_cli.ipynb #bfbfbcd7
@@ -365,7 +402,7 @@ def _stem(p:Path) -> str:
         if n.lower().endswith(suf): return n[: -len(suf)]
     return p.stem
 
-def sample(run:str, # trained run directory (holds config.yaml and checkpoints/last.pt)
+def sample(run:str, # trained run directory (holds config.yaml and its pipeline's final checkpoint)
            masks:list, # mask files (NIfTI / NRRD / MHA): labels as data.LABELS, 255 = body outline
            n:int=1, # samples per mask
            out:str=None, # output folder (default: <run>/samples)
@@ -380,9 +417,8 @@ def sample(run:str, # trained run directory (holds config.yaml and checkpoints/l
     "Generate n volumes per mask file from a trained run; each written atomically with the mask's affine; sharded under torchrun."
     from medlord_nb.core import load_yaml, load_json, save_json
     run_ = Path(run)
-    ckpt = run_/"checkpoints"/"last.pt"
-    if not (run_/"config.yaml").is_file() or not ckpt.is_file():
-        raise FileNotFoundError(f"{run_}: not a trained run (needs config.yaml and checkpoints/last.pt); train one with `medlord train`")
+    if not (run_/"config.yaml").is_file():
+        raise FileNotFoundError(f"{run_}: not a trained run (needs config.yaml and a final checkpoint); train one with `medlord train`")
     if n < 1: raise CLIError(f"--n must be >= 1, got {n}")
     masks = [Path(m) for m in masks]
     images = [Path(i) for i in image or []]
@@ -390,6 +426,10 @@ def sample(run:str, # trained run directory (holds config.yaml and checkpoints/l
     if pipeline is None:
         pipeline = (load_yaml(run_/"params.yaml").get("pipeline") if (run_/"params.yaml").is_file() else None) or "patch"
     P = get_pipeline(pipeline)
+    ckpt = run_/P.checkpoint
+    if not ckpt.is_file():
+        raise FileNotFoundError(f"{run_}: not a trained {pipeline!r} run ({P.checkpoint} missing); train it with `medlord train --pipeline "
+                                f"{pipeline}` (or finish it with --resume)")
     old = load_yaml(run_/"config.yaml")
     over = parse_params(param)
     _check_changes(old, {**old, **over}, P.sample_keys, "at sampling time (they are part of the trained model)")
@@ -418,7 +458,7 @@ def sample(run:str, # trained run directory (holds config.yaml and checkpoints/l
     from medlord_nb.training import load_weights
     from medlord_nb.data import save_volume
     import numpy as np
-    model = load_weights(P.build_model(cfg), ckpt, ema=True)
+    model = P.load(cfg, run_) if P.load is not None else load_weights(P.build_model(cfg), ckpt, ema=True)
     if info.rank == 0:                                   # the job list: a sample file exists once it is complete
         prev = load_json(outd/"samples.json").get("samples", []) if (outd/"samples.json").is_file() else []
         keep = [e for e in prev if e.get("file") not in {jb["file"] for jb in jobs}]

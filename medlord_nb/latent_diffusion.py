@@ -29,7 +29,8 @@ __all__ = ['ConditioningType', 'LatentDiffusionConfig', 'MedLoRDConfig', 'MedLSD
            'prepare_data', 'crop_volume', 'condition_region', 'ImagePatches', 'build_vqgan', 'train_vqgan_stage',
            'reconstruction_psnr', 'encode_stage', 'make_condition', 'LatentBatches', 'unet_kwargs', 'build_unet',
            'build_denoiser', 'LDMResult', 'train_ldm_stage', 'make_sampler', 'generate', 'evaluate_sample',
-           'save_outputs', 'plan_config']
+           'save_outputs', 'LatentModel', 'LatentRun', 'train_all', 'load_trained', 'prepare_classes', 'sample_latent',
+           'plan_config']
 
 # %% ../nbs/17_latent_diffusion.ipynb #d644cb9a
 ConditioningType = Literal["controlnet", "spade", "concat"]
@@ -502,6 +503,109 @@ def save_outputs(run:str|Path, # run directory
     return rep
 
 # %% ../nbs/17_latent_diffusion.ipynb #00565ce3
+class LatentModel(NamedTuple):
+    "A trained latent system, ready to sample with `sample_latent`."
+    vqgan: VQGAN # the autoencoder (eval mode)
+    denoiser: nn.Module # the EMA conditioned latent denoiser (eval mode)
+    scale_factor: float # scale factor of its training latents
+
+@dataclasses.dataclass
+class LatentRun:
+    "What `train_all` returns: every stage's trainer, and a `Trainer`-like view (step, history, plot_losses) of the last stage."
+    vqgan_trainer: VQGANTrainer # stage 1
+    latents: LatentSet # stage 2
+    ldm: LDMResult # stage 3 (base + conditioned trainers)
+    is_main: bool = True # the stages train in one process, which writes every file
+    world_size: int = 1 # processes
+
+    @property
+    def step(self) -> int: return self.ldm.trainer.step
+    @property
+    def history(self) -> list: return self.ldm.trainer.history
+    @property
+    def model(self) -> LatentModel: return LatentModel(self.vqgan_trainer.model.eval(), self.ldm.model, self.latents.scale_factor)
+
+    def stages(self) -> dict:
+        "Steps and final losses of every stage (for metrics.json)."
+        out = {"vqgan": {"steps": self.vqgan_trainer.step,
+                         "final_l1": self.vqgan_trainer.history[-1]["l1"] if self.vqgan_trainer.history else None},
+               "scale_factor": self.latents.scale_factor}
+        for k, tr in (("ldm_base", self.ldm.base_trainer), ("ldm", self.ldm.trainer)):
+            if tr is not None: out[k] = {"steps": tr.step, "final_loss": tr.history[-1][1] if tr.history else None}
+        return out
+
+    def plot_losses(self, ax=None):
+        "Losses of the diffusion stages (base and conditioned) against step."
+        import matplotlib.pyplot as plt
+        ax = ax or plt.subplots(figsize=(5, 3))[1]
+        for name, tr in (("base U-Net", self.ldm.base_trainer), ("conditioned", self.ldm.trainer)):
+            if tr is not None and tr.history:
+                s, l, _ = zip(*tr.history); ax.plot(s, l, label=name)
+        ax.set_xlabel("step"); ax.set_ylabel(f"{self.ldm.trainer.cfg.loss_type} loss"); ax.set_yscale("log")
+        ax.set_title("latent diffusion training loss"); ax.legend()
+        return ax
+
+def train_all(cfg:LatentDiffusionConfig, # settings of either system
+              run:str|Path, # run directory: every stage's checkpoints and the latent cache go here
+              progress:bool=True, # tqdm bars
+             ) -> LatentRun:
+    "VQ-GAN -> latents -> latent diffusion (-> ControlNet) into one run directory; each stage resumes, finished ones are skipped."
+    run = Path(run)
+    data = prepare_data(cfg)
+    vtr = train_vqgan_stage(cfg, data, run, progress=progress)
+    lat = encode_stage(vtr.model, data, cfg, run)
+    return LatentRun(vtr, lat, train_ldm_stage(cfg, lat, data, run, progress=progress))
+
+def load_trained(cfg:LatentDiffusionConfig, # the run's config
+                 run:str|Path, # run directory written by `train_all`
+                 device:str|None=None, # where to put the models (default cfg.device)
+                ) -> LatentModel:
+    "The trained VQ-GAN, EMA denoiser and latent scale factor of a finished `train_all` run."
+    from medlord_nb.training import load_weights
+    from medlord_nb.latents import vqgan_fingerprint
+    from medlord_nb.core import load_json
+    run, ck = Path(run), Path(run)/"checkpoints"
+    need = [ck/"vqgan"/"last.pt", *([ck/"ldm_base"/"last.pt"] if cfg.conditioning == "controlnet" else []), ck/"ldm"/"last.pt",
+            run/"latents"/"manifest.json"]
+    missing = [str(p) for p in need if not p.is_file()]
+    if missing: raise FileNotFoundError(f"{missing[0]}: missing; {run} is not a finished {cfg.system} run (train it with train_all)")
+    dev = get_device(cfg.device if device is None else device)
+    vq = build_vqgan(cfg)
+    try: vq.load_state_dict(torch.load(need[0], map_location="cpu", weights_only=False)["model"])
+    except Exception as e: raise ValueError(f"{need[0]}: cannot load the VQ-GAN ({str(e).splitlines()[0]}); build it from the run's config") from None
+    man = load_json(run/"latents"/"manifest.json")
+    if man.get("vqgan_fingerprint") != vqgan_fingerprint(vq):
+        raise ValueError(f"{run/'latents'}: the latent cache was made by another VQ-GAN than {need[0]}; retrain the run (rebuild_latents=True)")
+    base = load_weights(build_unet(cfg), need[1]) if cfg.conditioning == "controlnet" else None
+    den = load_weights(build_denoiser(cfg, base), ck/"ldm"/"last.pt", ema=True, device=dev)
+    return LatentModel(vq.to(dev).eval(), den, float(man["scale_factor"]))
+
+def prepare_classes(classes:np.ndarray, # (X, Y, Z) class map: 0 background, 1..n the labels, n+1 body (as `prepare`)
+                    cfg:LatentDiffusionConfig, # settings (num_classes, image_downsample)
+                    image_hu:np.ndarray|None=None, # the CT on the same grid (only fills `Prepared.image`; zeros without it)
+                   ) -> Prepared:
+    "A class map (e.g. from a mask file) as the `Prepared` condition `generate` takes: soft one-hot pooled as in training."
+    from medlord_nb.data import hu_to_unit
+    cls = torch.from_numpy(np.asarray(classes).astype(np.int64))
+    if cls.ndim != 3: raise ValueError(f"class map must be 3D (X, Y, Z), got shape {tuple(cls.shape)}")
+    if cls.min() < 0 or cls.max() >= cfg.num_classes:
+        raise ValueError(f"class map values must be in 0..{cfg.num_classes - 1} (background, labels {list(cfg.labels)}"
+                         f"{', body' if cfg.body_class else ''}), got {int(cls.min())}..{int(cls.max())}")
+    oh = _pool(F.one_hot(cls, cfg.num_classes).movedim(-1, 0).float(), cfg.image_downsample)
+    x = torch.from_numpy(hu_to_unit(np.asarray(image_hu, np.float32))) if image_hu is not None else torch.zeros(cls.shape)
+    img = _pool(x.float()[None], cfg.image_downsample)[0]
+    return Prepared(img.numpy(), oh.numpy(), oh.argmax(0).to(torch.uint8).numpy(), tuple(cls.shape), tuple(int(d) for d in cfg.image_downsample))
+
+def sample_latent(model:LatentModel, # from `load_trained` (or `LatentRun.model`)
+                  cfg:LatentDiffusionConfig, # settings (sampler, guidance, tiles, ...)
+                  prep:Prepared, # the condition (`prepare` or `prepare_classes`)
+                  seed:int|None=None, # noise seed (default cfg.seed)
+                  progress:bool=True, # tqdm bar
+                 ) -> np.ndarray: # HU on the source grid of `prep`
+    "`generate` with the pieces of a `LatentModel`."
+    return generate(model.denoiser, model.vqgan, model.scale_factor, cfg, prep, seed=seed, progress=progress)
+
+# %% ../nbs/17_latent_diffusion.ipynb #329ed195
 def plan_config(cfg:LatentDiffusionConfig, # settings of either system
                ):
     "The memory planner's view of a config: `memory.plan('latent', plan_config(cfg), shape)`."
