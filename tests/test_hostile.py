@@ -239,11 +239,17 @@ core.atomic_write = dying
 sys.exit(main(sys.argv[1:]))
 '''
 
-def test_killed_run_resumes_exactly(capsys, tmp_path):
+@pytest.fixture
+def one_thread():
+    "Bitwise comparisons across processes need the same BLAS/OpenMP thread count on both sides: one."
+    n = torch.get_num_threads(); torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+def test_killed_run_resumes_exactly(capsys, tmp_path, one_thread):
     argv = ["train", "--root", str(tmp_path/"runs"), "--quiet", *params(steps=4, ckpt_every=2)]
     (tmp_path/"killer.py").write_text(KILLER)
-    env = {**os.environ, "OMP_NUM_THREADS": str(torch.get_num_threads()), "MKL_NUM_THREADS": "1", "MPLBACKEND": "Agg",
-           "PYTHONPATH": str(ROOT)}
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "MPLBACKEND": "Agg", "PYTHONPATH": str(ROOT)}
     r = subprocess.run([sys.executable, str(tmp_path/"killer.py"), *argv, "--name", "killed"], capture_output=True, text=True,
                        env=env, cwd=tmp_path, timeout=300)
     assert r.returncode == 137, r.stderr[-2000:]
