@@ -346,7 +346,7 @@ def train(config:str=None, # YAML file or preset name (configs/NAME.yaml) of the
           name:str=None, # run name, a folder under `root` (default: the config's name, else the pipeline's)
           root:str="runs", # parent folder of runs
           param:list=None, # override KEY=VALUE of the config (YAML value), repeatable
-          pipeline:str="patch", # which system to train (see PIPELINES)
+          pipeline:str="patch", # which system to train: patch (System B), medlord (System A), med_lsdm (System C)
           resume:bool=False, # continue the run from its latest checkpoint
           force:bool=False, # delete an existing run directory and start over
           quiet:bool=False, # no progress bar
