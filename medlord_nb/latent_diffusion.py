@@ -101,6 +101,7 @@ class LatentDiffusionConfig(Config):
     decode_overlap: float = 0.25 # tile overlap
     seed: int = 0 # seed for everything
     device: str = "auto" # 'auto', 'cpu', 'cuda', ...
+    budget: str|None = None # GPU memory budget (e.g. "24GB"): training and sampling ask the memory planner first and refuse with its numbers
     out_dir: str|None = None # run directory (set by the runner)
 
     system = "latent"                                   # class attribute, not a field: the experiment name
@@ -405,6 +406,12 @@ class LDMResult(NamedTuple):
     trainer: Trainer # the conditioned model's trainer (history, checkpoints)
     base_trainer: Trainer|None # MedLoRD's unconditional base trainer (None otherwise)
 
+def _check_budget(cfg:LatentDiffusionConfig, shape:Sequence[int], phase:str):
+    "Raise memory.PlanError (with the planner's numbers and a setting that fits) when `phase` on `shape` exceeds cfg.budget."
+    from medlord_nb.memory import check_budget
+    precision = "bf16" if cfg.amp and get_device(cfg.device).type == "cuda" else "fp32"   # what will run
+    check_budget(plan_config(cfg), shape, cfg.budget, phase=phase, precision=precision, pipeline="latent")
+
 def train_ldm_stage(cfg:LatentDiffusionConfig, # settings
                     latents:LatentSet, # training latents (stage 2)
                     data:dict[str, Prepared], # the prepared volumes (their one-hot conditions), same names as `latents`
@@ -415,6 +422,9 @@ def train_ldm_stage(cfg:LatentDiffusionConfig, # settings
     missing = [n for n in data if n not in latents.latents]
     if missing: raise ValueError(f"no latents for {missing}; run encode_stage on the same data")
     names = list(data)
+    if cfg.budget is not None:                                   # ask the planner before building or allocating anything
+        shape = tuple(cfg.ldm_crop) if cfg.ldm_crop is not None else tuple(max(d) for d in zip(*(data[n].image.shape for n in names)))
+        _check_budget(cfg, shape, "train")
     f, sched = cfg.downsample_factor, cfg.noise_schedule()
     zs = [latents.scaled(n) for n in names]
     crop = None if cfg.ldm_crop is None else tuple(c // f for c in cfg.ldm_crop)
@@ -450,6 +460,8 @@ def generate(model:nn.Module, # trained conditioned latent denoiser (LDMResult.m
              progress:bool=True, # tqdm bar over steps
             ) -> np.ndarray: # generated volume in HU on the SOURCE grid of `prep`
     "Sample one whole latent conditioned on a mask, decode it, and return HU on the source grid."
+    if cfg.budget is not None:                                   # denoising and decoding the whole volume must fit first
+        for phase in ("denoise", "decode"): _check_budget(cfg, prep.image.shape, phase)
     dev = get_device(cfg.device)
     den = CFGDenoiser(model, cfg.guidance_scale) if cfg.guidance_scale != 1 else model
     kw = {"conditioning_scale": cfg.conditioning_scale} if cfg.conditioning == "controlnet" else None
