@@ -7,23 +7,7 @@ import yaml
 from medlord_nb.cli import main, COMMANDS, error_line
 
 ROOT = Path(__file__).resolve().parents[1]
-TINY = {"train_samples": "[lung1]", "channels": "[8,16]", "attention_levels": "[false,false]", "norm_num_groups": "4",
-        "num_head_channels": "8", "patch_size": "[16,16,8]", "batch_size": "2", "num_inference_steps": "2",
-        "device": "cpu", "warmup_steps": "1", "steps": "2", "ckpt_every": "2"}
-
-def params(**over):
-    d = {**TINY, **{k: str(v) for k, v in over.items()}}
-    return [a for k, v in d.items() for a in ("--param", f"{k}={v}")]
-
-def call(capsys, *argv):
-    "main(argv) -> (status, stdout, stderr)."
-    rc = main([str(a) for a in argv])
-    o = capsys.readouterr()
-    return rc, o.out, o.err
-
-def one_line_error(rc, err, cmd):
-    assert rc == 2, err
-    assert err.count("\n") == 1 and err.startswith(f"medlord {cmd}") and "error:" in err and "Traceback" not in err, err
+from cli_helpers import TINY, params, call, one_line_error
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):

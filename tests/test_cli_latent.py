@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 import yaml
 from medlord_nb.cli import main
+from cli_helpers import as_params, call, one_line_error
 
 LATENT = {"train_samples": "[lung1]", "vqgan_channels": "[8,16]", "latent_channels": "4", "num_embeddings": "64",
           "vqgan_patch_size": "[16,16,16]", "vqgan_steps": "2", "adv_warmup_steps": "1", "channels": "[8,16]",
@@ -13,17 +14,7 @@ LATENT = {"train_samples": "[lung1]", "vqgan_channels": "[8,16]", "latent_channe
 SYSTEMS = {"medlord": {"base_steps": "2"}, "med_lsdm": {"crop_size": "[24,24,8]"}}
 
 def params(system, **over):
-    d = {**LATENT, **SYSTEMS[system], **{k: str(v) for k, v in over.items()}}
-    return [a for k, v in d.items() for a in ("--param", f"{k}={v}")]
-
-def call(capsys, *argv):
-    rc = main([str(a) for a in argv])
-    o = capsys.readouterr()
-    return rc, o.out, o.err
-
-def one_line_error(rc, err, cmd):
-    assert rc == 2, err
-    assert err.count("\n") == 1 and err.startswith(f"medlord {cmd}") and "error:" in err and "Traceback" not in err, err
+    return as_params({**LATENT, **SYSTEMS[system]}, **over)
 
 @pytest.fixture(scope="module")
 def case(tmp_path_factory):

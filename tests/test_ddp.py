@@ -7,10 +7,8 @@ import torch
 from medlord_nb.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
-TINY = {"train_samples": "[lung1]", "channels": "[8,16]", "attention_levels": "[false,false]", "norm_num_groups": "4",
-        "num_head_channels": "8", "patch_size": "[16,16,8]", "batch_size": "4", "num_inference_steps": "2",
-        "device": "cpu", "warmup_steps": "1", "steps": "4", "ckpt_every": "2"}
-PARAMS = [a for k, v in TINY.items() for a in ("--param", f"{k}={v}")]
+from cli_helpers import params
+PARAMS = params(batch_size=4, steps=4)             # the tiny patch DDPM with a global batch of 4
 
 DRIVER = '''
 import sys, torch

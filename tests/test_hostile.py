@@ -13,13 +13,7 @@ import torch
 from medlord_nb.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
-TINY = {"train_samples": "[lung1]", "channels": "[8,16]", "attention_levels": "[false,false]", "norm_num_groups": "4",
-        "num_head_channels": "8", "patch_size": "[16,16,8]", "batch_size": "2", "num_inference_steps": "2",
-        "device": "cpu", "warmup_steps": "1", "steps": "2", "ckpt_every": "2"}
-
-def params(**over):
-    d = {**TINY, **{k: str(v) for k, v in over.items()}}
-    return [a for k, v in d.items() for a in ("--param", f"{k}={v}")]
+from cli_helpers import TINY, params
 
 def _tmp_files(*roots):
     return [p for r in roots for p in Path(r).rglob("*") if p.name.endswith(".tmp") or ".partial" in p.name]
