@@ -4,7 +4,7 @@
 
 # %% ../nbs/05_unet.ipynb #522b209c
 from __future__ import annotations
-import math, functools, weakref
+import contextlib, math, functools, weakref
 from typing import Literal, NamedTuple, Sequence
 import torch
 import torch.nn as nn
@@ -15,8 +15,9 @@ from torch.utils._pytree import tree_flatten
 from .core import unsqueeze_right
 
 # %% auto #0
-__all__ = ['timestep_embedding', 'ResBlock', 'SelfAttention', 'Downsample', 'Upsample', 'ResidualShapes', 'UNet',
-           'count_parameters', 'ActivationStats', 'measure_activations', 'activation_bytes']
+__all__ = ['LEAN_NORM_BYTES', 'NORM_CHUNK_BYTES', 'timestep_embedding', 'lean_norm', 'group_norm_act', 'ResBlock',
+           'SelfAttention', 'Downsample', 'Upsample', 'ResidualShapes', 'UNet', 'count_parameters', 'ActivationStats',
+           'measure_activations', 'activation_bytes']
 
 # %% ../nbs/05_unet.ipynb #ce1a0573
 def timestep_embedding(timesteps:torch.Tensor, # shape (B,), integer or float diffusion steps
@@ -30,6 +31,135 @@ def timestep_embedding(timesteps:torch.Tensor, # shape (B,), integer or float di
     args = timesteps.float()[:, None] * freqs[None]
     emb = torch.cat([torch.cos(args), torch.sin(args)], dim=-1)
     return F.pad(emb, (0, 1)) if dim % 2 else emb
+
+# %% ../nbs/05_unet.ipynb #5fa59e5b
+LEAN_NORM_BYTES = 32 * 2**20  # inputs larger than this (counted in fp32) take the chunked path of `group_norm_act`
+NORM_CHUNK_BYTES = 64 * 2**20  # fp32 working set of one chunk of groups in `group_norm_act`
+
+@contextlib.contextmanager
+def lean_norm(threshold:int=0, # bytes (of the input in fp32) above which the chunked path runs; 0: always
+              chunk_bytes:int|None=None, # working-set size of one chunk (None: keep NORM_CHUNK_BYTES)
+             ):
+    "Context in which `group_norm_act` takes its chunked path above `threshold` bytes (tests use 0 to force it)."
+    global LEAN_NORM_BYTES, NORM_CHUNK_BYTES
+    old = LEAN_NORM_BYTES, NORM_CHUNK_BYTES
+    LEAN_NORM_BYTES = int(threshold)
+    if chunk_bytes is not None: NORM_CHUNK_BYTES = max(1, int(chunk_bytes))
+    try: yield
+    finally: LEAN_NORM_BYTES, NORM_CHUNK_BYTES = old
+
+def _pieces(xs, c0, c1):
+    "Where channels [c0, c1) of the concatenation of xs live: (input index, first, end) per input they touch."
+    out, o = [], 0
+    for i, x in enumerate(xs):
+        a, e = max(c0, o), min(c1, o + x.shape[1])
+        if a < e: out.append((i, a - o, e - o))
+        o += x.shape[1]
+    return out
+
+def _gather(xs, pcs, b, N, dtype):
+    "Those channels of sample b as one (channels, N) tensor in `dtype` (a fresh copy)."
+    return torch.cat([xs[i][b, a:e].reshape(e - a, N).to(dtype) for i, a, e in pcs]) if len(pcs) > 1 else \
+           xs[pcs[0][0]][b, pcs[0][1]:pcs[0][2]].reshape(-1, N).to(dtype, copy=True)
+
+def _group_chunks(G:int, per_group:int, budget:int):
+    step = max(1, min(G, budget // max(1, per_group)))
+    return [(g, min(G, g + step)) for g in range(0, G, step)]
+
+class _GroupNormAct(torch.autograd.Function):
+    "silu(GroupNorm(cat(xs)) * (1 + scale) + shift), a few groups at a time; backward recomputes from the inputs."
+    @staticmethod
+    def forward(ctx, weight, bias, scale, shift, G, eps, act, out_dtype, chunk, *xs):
+        B, C, sp = xs[0].shape[0], sum(x.shape[1] for x in xs), xs[0].shape[2:]
+        cpg, N = C // G, math.prod(sp)
+        cd = torch.promote_types(xs[0].dtype, torch.float32)              # compute dtype: fp32 (fp64 stays fp64)
+        out = torch.empty((B, C, *sp), dtype=out_dtype, device=xs[0].device)
+        mean = torch.empty(B, G, dtype=cd, device=out.device); rstd = torch.empty_like(mean)
+        w = None if weight is None else weight.to(cd).view(G, cpg, 1)
+        bb = None if bias is None else bias.to(cd).view(G, cpg, 1)
+        for b in range(B):
+            sc = None if scale is None else (1 + scale[b].to(cd)).view(G, cpg, 1)
+            sh = None if shift is None else shift[b].to(cd).view(G, cpg, 1)
+            for g0, g1 in _group_chunks(G, cpg * N * 4, chunk):
+                c0, c1 = g0 * cpg, g1 * cpg
+                xc = _gather(xs, _pieces(xs, c0, c1), b, N, cd).view(g1 - g0, cpg, N)
+                var, m = torch.var_mean(xc, dim=(1, 2), unbiased=False, keepdim=True)
+                r = torch.rsqrt(var + eps)
+                mean[b, g0:g1], rstd[b, g0:g1] = m.flatten(), r.flatten()
+                y = xc.sub_(m).mul_(r)                                       # xhat, in place of the gathered copy
+                if w is not None: y = y.mul_(w[g0:g1]).add_(bb[g0:g1])
+                if sc is not None: y = y.mul_(sc[g0:g1]).add_(sh[g0:g1])
+                if act: y = F.silu(y, inplace=True)
+                out[b, c0:c1] = y.view(c1 - c0, *sp)
+        ctx.save_for_backward(weight, bias, scale, shift, mean, rstd, *xs)
+        ctx.G, ctx.act, ctx.chunk, ctx.cd = G, act, chunk, cd
+        return out
+
+    @staticmethod
+    def backward(ctx, go):
+        weight, bias, scale, shift, mean, rstd, *xs = ctx.saved_tensors
+        G, act, cd = ctx.G, ctx.act, ctx.cd
+        B, C, sp = xs[0].shape[0], sum(x.shape[1] for x in xs), xs[0].shape[2:]
+        cpg, N = C // G, math.prod(sp)
+        need = ctx.needs_input_grad
+        gxs = [torch.empty_like(x) if need[9 + i] else None for i, x in enumerate(xs)]
+        w = None if weight is None else weight.to(cd).view(G, cpg, 1)
+        bb = None if bias is None else bias.to(cd).view(G, cpg, 1)
+        gw = None if weight is None else torch.zeros(G, cpg, dtype=cd, device=go.device)
+        gb = None if bias is None else torch.zeros(G, cpg, dtype=cd, device=go.device)
+        gsc = None if scale is None else torch.zeros(B, G, cpg, dtype=cd, device=go.device)
+        gsh = None if shift is None else torch.zeros(B, G, cpg, dtype=cd, device=go.device)
+        for b in range(B):
+            sc = None if scale is None else (1 + scale[b].to(cd)).view(G, cpg, 1)
+            sh = None if shift is None else shift[b].to(cd).view(G, cpg, 1)
+            for g0, g1 in _group_chunks(G, cpg * N * 4, max(1, ctx.chunk // 2)):   # about twice the live temporaries of forward
+                c0, c1 = g0 * cpg, g1 * cpg
+                pcs = _pieces(xs, c0, c1)
+                xc = _gather(xs, pcs, b, N, cd).view(g1 - g0, cpg, N)
+                xhat = xc.sub_(mean[b, g0:g1, None, None]).mul_(rstd[b, g0:g1, None, None])
+                gz = go[b, c0:c1].reshape(g1 - g0, cpg, N).to(cd, copy=True)
+                y = xhat if w is None else xhat * w[g0:g1] + bb[g0:g1]                  # GroupNorm output
+                if act:                                                               # d silu(z) / dz at z = y * sc + sh
+                    z = y.clone() if sc is None else y * sc[g0:g1] + sh[g0:g1]
+                    s = torch.sigmoid(z)
+                    gz.mul_(z.mul_(1 - s).add_(1).mul_(s)); del z, s
+                if sc is not None:
+                    gsh[b, g0:g1] = gz.sum(-1); gsc[b, g0:g1] = (gz * y).sum(-1)
+                    gz.mul_(sc[g0:g1])
+                del y
+                if w is not None:
+                    gw[g0:g1] += (gz * xhat).sum(-1); gb[g0:g1] += gz.sum(-1)
+                    gz.mul_(w[g0:g1])
+                if any(g is not None for g in gxs):                                   # d xhat: the GroupNorm backward
+                    c1m = gz.mean(dim=(1, 2), keepdim=True); c2m = (gz * xhat).mean(dim=(1, 2), keepdim=True)
+                    gx = gz.sub_(c1m).sub_(xhat.mul_(c2m)).mul_(rstd[b, g0:g1, None, None]).view(c1 - c0, N)
+                    o = 0
+                    for i, a, e in pcs:
+                        if gxs[i] is not None: gxs[i][b, a:e] = gx[o:o + e - a].view(e - a, *sp)
+                        o += e - a
+        cast = lambda g, ref: None if g is None else g.reshape(ref.shape).to(ref.dtype)
+        return (cast(gw, weight), cast(gb, bias), cast(gsc, scale), cast(gsh, shift), None, None, None, None, None, *gxs)
+
+def group_norm_act(x:torch.Tensor|Sequence[torch.Tensor], # (B, C, *spatial), or tensors to treat as their channel concatenation
+                   norm:nn.GroupNorm, # the GroupNorm whose groups, eps and affine parameters to use
+                   scale:torch.Tensor|None=None, # FiLM scale (B, C): output = norm(x) * (1 + scale) + shift
+                   shift:torch.Tensor|None=None, # FiLM shift (B, C)
+                   act:bool=True, # apply SiLU
+                  ) -> torch.Tensor:
+    "`silu(norm(cat(x)) * (1 + scale) + shift)`; above `LEAN_NORM_BYTES` computed a few groups at a time, without fp32 copies of the whole input."
+    xs = tuple(x) if isinstance(x, (list, tuple)) else (x,)
+    if (scale is None) != (shift is None): raise ValueError("FiLM needs both scale and shift (or neither)")
+    C = sum(t.shape[1] for t in xs)
+    if C != norm.num_channels: raise ValueError(f"inputs have {C} channels, the GroupNorm expects {norm.num_channels}")
+    if sum(t.numel() for t in xs) * 4 <= LEAN_NORM_BYTES:                   # small: the plain ops (autocast runs them in fp32)
+        h = norm(xs[0] if len(xs) == 1 else torch.cat(xs, dim=1))
+        if scale is not None: h = h * (1 + unsqueeze_right(scale.to(h.dtype), h.ndim)) + unsqueeze_right(shift.to(h.dtype), h.ndim)
+        return F.silu(h) if act else h
+    dev = xs[0].device.type
+    out_dtype = torch.get_autocast_dtype(dev) if torch.is_autocast_enabled(dev) else xs[0].dtype
+    with torch.autocast(dev, enabled=False):
+        return _GroupNormAct.apply(norm.weight, norm.bias, scale, shift, norm.num_groups, norm.eps, act, out_dtype,
+                                   NORM_CHUNK_BYTES, *[t.contiguous() for t in xs])
 
 # %% ../nbs/05_unet.ipynb #eeeb4edd
 def _conv(spatial_dims:int, cin:int, cout:int, k:int=3, stride:int=1) -> nn.Module:
@@ -64,14 +194,34 @@ class ResBlock(nn.Module):
         if self.resample == "up": return F.interpolate(x, scale_factor=2.0, mode="nearest")
         return x
 
-    def forward(self, x:torch.Tensor, emb:torch.Tensor) -> torch.Tensor:
-        h = F.silu(self.norm1(x))
-        h, x = self._resample(h), self._resample(x)
+    def _norm_act(self, norm, xs, scale=None, shift=None):
+        if isinstance(norm, nn.GroupNorm): return group_norm_act(xs, norm, scale, shift)
+        h = norm(xs[0] if len(xs) == 1 else torch.cat(xs, dim=1))          # another norm, e.g. SPADEGroupNorm
+        if scale is not None: h = h * (1 + unsqueeze_right(scale, h.ndim)) + unsqueeze_right(shift, h.ndim)
+        return F.silu(h)
+
+    def _skip(self, xs):
+        if len(xs) == 1: return self.skip(xs[0])
+        if isinstance(self.skip, nn.Identity) or sum(x.numel() for x in xs) * 4 <= LEAN_NORM_BYTES:
+            return self.skip(torch.cat(xs, dim=1))
+        out, o = None, 0                    # 1x1 conv of a concatenation = sum of 1x1 convs of its parts: no concatenated copy
+        for x in xs:
+            y = self.skip._conv_forward(x, self.skip.weight[:, o:o + x.shape[1]], self.skip.bias if out is None else None)
+            out, o = (y if out is None else out.add_(y)), o + x.shape[1]
+        return out
+
+    def forward(self, x:torch.Tensor|Sequence[torch.Tensor], # input, or tensors to read as their channel concatenation (decoder skips)
+                emb:torch.Tensor, # time embedding (B, emb_dim)
+               ) -> torch.Tensor:
+        xs = tuple(x) if isinstance(x, (list, tuple)) else (x,)
+        if self.resample != "none" and len(xs) > 1: raise ValueError("a resampling ResBlock takes one tensor, not a concatenation")
+        h = self._norm_act(self.norm1, xs)
+        if self.resample != "none": h, xs = self._resample(h), (self._resample(xs[0]),)
         h = self.conv1(h)
         scale, shift = self.emb_proj(F.silu(emb)).to(h.dtype).chunk(2, dim=1)
-        h = self.norm2(h) * (1 + unsqueeze_right(scale, h.ndim)) + unsqueeze_right(shift, h.ndim)
-        h = self.conv2(self.drop(F.silu(h)))
-        return self.skip(x) + h
+        h = self.conv2(self.drop(self._norm_act(self.norm2, (h,), scale, shift)))
+        s = self._skip(xs)
+        return h.add_(s) if s.dtype == h.dtype and s.shape == h.shape else s + h
 
 class SelfAttention(nn.Module):
     "Multi-head self-attention over all voxels with SDPA; residual, zero-initialised output."
@@ -90,7 +240,7 @@ class SelfAttention(nn.Module):
 
     def forward(self, x:torch.Tensor, emb:torch.Tensor|None=None) -> torch.Tensor:
         B, C, *sp = x.shape
-        h = self.norm(x).reshape(B, C, -1).transpose(1, 2)                        # (B, N, C) tokens = voxels
+        h = group_norm_act(x, self.norm, act=False).reshape(B, C, -1).transpose(1, 2)                        # (B, N, C) tokens = voxels
         q, k, v = self.qkv(h).reshape(B, h.shape[1], 3, self.num_heads, C // self.num_heads).permute(2, 0, 3, 1, 4)
         a = F.scaled_dot_product_attention(q, k, v)                                # (B, heads, N, d)
         a = self.proj(a.transpose(1, 2).reshape(B, -1, C))
@@ -245,8 +395,7 @@ class UNet(nn.Module):
         return h if isinstance(m, nn.Identity) else self._ckpt(m, h, emb)
 
     def _merge_res(self, res, h, skip, emb):
-        h = (h + skip) / 2 if self.additive_skips else torch.cat([h, skip], dim=1)
-        return res(h, emb)
+        return res((h + skip) / 2 if self.additive_skips else (h, skip), emb)   # concat: read as one, never copied (see ResBlock)
 
     def _check_residuals(self, down, mid, shapes):
         if down is not None:
@@ -289,7 +438,7 @@ class UNet(nn.Module):
                 h = self._ckpt(functools.partial(self._merge_res, r), h, skips.pop(), emb)   # pop: free skips early
                 h = self._block(a, h, emb)
             if lvl.sample is not None: h = lvl.sample(h, emb)
-        h = self.out(h)
+        h = self.out[2](group_norm_act(h, self.out[0]))                             # GroupNorm -> SiLU -> conv
         return h[(slice(None), slice(None), *[slice(0, s) for s in spatial])]
 
 # %% ../nbs/05_unet.ipynb #b8c1658e
