@@ -4,15 +4,15 @@
 
 # %% ../nbs/10_cli.ipynb #9cf90af3
 from __future__ import annotations
-import argparse, dataclasses, errno, importlib, inspect, json as _json, os, sys, time, types, typing
+import argparse, contextlib, dataclasses, errno, importlib, inspect, json as _json, os, sys, time, types, typing
 from pathlib import Path
 from typing import Callable, Literal, NamedTuple
 from fastcore.docments import docments
 
 # %% auto #0
 __all__ = ['BODY_LABEL', 'PIPELINES', 'COMMANDS', 'CLIError', 'parse_params', 'read_config', 'Pipeline', 'register_pipeline',
-           'get_pipeline', 'MaskFile', 'read_mask', 'samples', 'run', 'demo', 'evaluate', 'report', 'prepare', 'plan',
-           'train', 'sample', 'build_parser', 'error_line', 'main']
+           'get_pipeline', 'MaskFile', 'read_mask', 'samples', 'run', 'demo', 'Paths', 'evaluate', 'report', 'prepare',
+           'plan', 'train', 'sample', 'build_parser', 'error_line', 'main']
 
 # %% ../nbs/10_cli.ipynb #9f9fa181
 class CLIError(Exception):
@@ -194,12 +194,11 @@ def run(experiment:str, # experiment name (under nbs/experiments) or notebook pa
         dry_run:bool=False, # print the resolved parameters and exit
        ):
     "Execute an experiment notebook with papermill into runs/<name>/."
-    from medlord_nb.runner import run_experiment, find_experiment
-    from medlord_nb.core import load_yaml
+    from medlord_nb.runner import run_experiment, find_experiment, resolve_parameters
     params = parse_params(param)
     if dry_run:
         nb = find_experiment(experiment)
-        _print_yaml({"notebook": str(nb), "parameters": {**(load_yaml(config) if config else {}), **params}})
+        _print_yaml({"notebook": str(nb), "parameters": resolve_parameters(nb, params, config)})
         return
     import logging
     logging.basicConfig(level=logging.INFO, format="%(message)s")    # papermill streams the notebook's output here
@@ -215,34 +214,90 @@ def demo(out:str="runs/demo", # run directory
     p = Path(out)
     run("demo", name=p.name, root=str(p.parent), param=param, force=force, dry_run=dry_run)
 
-def evaluate(reference:str, # folder (or file) of real volumes (NIfTI / NRRD / MetaImage)
-             samples:str, # folder (or file) of generated volumes
-             masks:str=None, # folder of the samples' conditioning masks (sorted like the samples)
-             training:str=None, # folder of the generator's training volumes (memorisation check)
+# %% ../nbs/10_cli.ipynb #a7c9e1f3
+class Paths(list):
+    "Annotation of a subcommand parameter that takes one or more paths after its flag (`--samples a.nii.gz more/`); repeatable."
+
+def _cli_spec(usage:str|None=None, # the usage line of the subcommand's --help (None: argparse's own)
+              positional:dict|None=None, # {parameter: metavar}: defaulted parameters also taken as positionals (an older form)
+             ) -> Callable:
+    "Decorator: how `build_parser` shows a subcommand, beyond what its signature says."
+    def deco(fn):
+        fn.__cli__ = {"usage": usage, "positional": dict(positional or {})}
+        return fn
+    return deco
+
+def _as_paths(x) -> list[str]|None:
+    "None, one path or several -> None or a list of path strings."
+    if x is None: return None
+    return [str(x)] if isinstance(x, (str, Path)) else [str(p) for p in x]
+
+_EVAL_FLAGS = {"extractor": "--medicalnet WEIGHTS (MedicalNet 3D ResNet)", "segmenter": "--segmenter CHECKPOINT (self-trained encoder)",
+               "masks": "--masks", "reference_masks": "--reference_masks", "training": "--training", "held_out": "--held_out",
+               "crop": "--crop X Y Z"}
+
+@_cli_spec(usage="%(prog)s --reference PATHS --samples PATHS [--masks PATHS] [--reference_masks PATHS] [--training PATHS] "
+                 "[--held_out PATHS] [--medicalnet WEIGHTS | --segmenter CHECKPOINT] [--crop X Y Z] [--out metrics.json] [--force] "
+                 "[--dry_run]\n       %(prog)s REFERENCE SAMPLES [options]   (older form: one path each)",
+           positional={"paths": "REFERENCE SAMPLES"})
+def evaluate(reference:Paths=None, # real volumes: files and/or folders (NIfTI / NRRD / MetaImage)
+             samples:Paths=None, # generated volumes: files and/or folders
+             masks:Paths=None, # the samples' conditioning masks (files and/or folders), paired with them by file stem
+             reference_masks:Paths=None, # masks of the references (default: --masks, when samples and references pair up)
+             training:Paths=None, # the generator's training volumes (memorisation)
+             held_out:Paths=None, # real volumes never trained on, the memorisation baseline (default: the references not in --training)
              medicalnet:str=None, # MedicalNet weights file for 3D FID (never downloaded)
              medicalnet_depth:int=50, # ResNet depth of those weights (10, 18, 34, 50, ...)
-             segmenter:str=None, # segmenter checkpoint (from segmentation.train_segmenter) for adherence
+             segmenter:str=None, # segmenter checkpoint (from segmentation.train_segmenter): adherence and self-trained FID
+             crop:tuple[int, int, int]=None, # centre crop/pad every volume to X Y Z for FID, diversity and memorisation
              out:str="metrics.json", # where to write the metrics (atomically)
+             force:bool=False, # overwrite an existing --out file
              dry_run:bool=False, # print the resolved arguments and exit
+             paths:Paths=None, # the older form: two paths, the same as --reference REFERENCE --samples SAMPLES
             ):
     "Evaluate generated volumes against real ones with named protocols; writes JSON."
-    if dry_run:
-        _print_yaml(dict(reference=reference, samples=samples, masks=masks, training=training, medicalnet=medicalnet,
-                         medicalnet_depth=medicalnet_depth, segmenter=segmenter, out=out)); return
+    import warnings
+    reference, samples, paths = _as_paths(reference), _as_paths(samples), _as_paths(paths) or None
+    if paths is not None:
+        if reference or samples: raise CLIError("give REFERENCE SAMPLES as two positionals or --reference PATHS --samples PATHS, not both")
+        if len(paths) != 2: raise CLIError(f"the positional form takes exactly two paths, REFERENCE SAMPLES, got {len(paths)}; "
+                                           f"for several paths each use --reference PATHS --samples PATHS")
+        reference, samples = [paths[0]], [paths[1]]
+    if not reference or not samples: raise CLIError("pass --reference PATHS and --samples PATHS (files or folders of volumes)")
+    args = dict(reference=reference, samples=samples, masks=_as_paths(masks), reference_masks=_as_paths(reference_masks),
+                training=_as_paths(training), held_out=_as_paths(held_out), medicalnet=medicalnet, medicalnet_depth=medicalnet_depth,
+                segmenter=segmenter, crop=list(crop) if crop else None, out=out, force=force)
+    if dry_run: _print_yaml(args); return
+    o = Path(out)
+    if o.is_dir(): raise CLIError(f"--out {o} is a folder; give a file name (e.g. --out {o/'metrics.json'})")
+    if o.exists() and not force: raise FileExistsError(f"{o} exists; pass --force to overwrite it, or --out another file")
     from medlord_nb.evaluation import evaluate_folders, MedicalNetExtractor
+    from medlord_nb.data import LABELS
     from medlord_nb.core import save_json
+    import medlord_nb
     ex = MedicalNetExtractor(medicalnet, depth=medicalnet_depth) if medicalnet else None
     seg = None
     if segmenter:
         from medlord_nb.segmentation import SegModel
         seg = SegModel.load(segmenter, "cpu")
-    res = evaluate_folders(reference, samples, mask_paths=masks, training_paths=training, extractor=ex, segmenter=seg)
-    save_json(res, out)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        res = evaluate_folders(reference, samples, mask_paths=args["masks"], reference_mask_paths=args["reference_masks"],
+                               training_paths=args["training"], held_out_paths=args["held_out"], extractor=ex, segmenter=seg,
+                               crop=crop, label_names={**LABELS, BODY_LABEL: "body"}, arg_names=_EVAL_FLAGS)
+    here = str(Path(medlord_nb.__file__).parent)
+    for w in caught:                                     # ours: one line each; anyone else's: as Python shows them
+        if str(w.filename).startswith(here): print(f"medlord evaluate: warning: {' '.join(str(w.message).split())}", file=sys.stderr)
+        else: warnings.showwarning(w.message, w.category, w.filename, w.lineno)
+    save_json(res, o)
+    sk = res.get("skipped", {})
     fid = res.get("fid", {}).get("value")
     pa = res.get("paired_agreement", {}).get("per_label", {})
-    print(f"wrote {out}: FID {fid if fid is not None else 'skipped'}; paired Dice "
+    mem = res.get("memorisation")
+    print(f"wrote {o}: FID {f'{fid:.4g}' if fid is not None else 'skipped'}; paired Dice "
           + (", ".join(f"{k} {v['dice_mean']:.3f}" for k, v in pa.items()) or "skipped")
-          + (f"; skipped: {', '.join(res['skipped'])}" if res.get("skipped") else ""))
+          + (f"; memorisation {mem['n_flagged']} of {mem['n_samples']} flagged (held-out: {mem['protocol_details']['held_out_source']})" if mem else ""))
+    for k, why in sk.items(): print(f"  skipped {k}: {why}")
 
 # %% ../nbs/10_cli.ipynb #22dfda57
 def report(source:str, # run directory (runs/<name>) or a metrics JSON file
@@ -402,6 +457,33 @@ def _stem(p:Path) -> str:
         if n.lower().endswith(suf): return n[: -len(suf)]
     return p.stem
 
+@contextlib.contextmanager
+def _folder_lock(folder:Path):
+    "An exclusive lock on a folder (flock; a no-op where there is none): one process at a time updates its index file."
+    try: import fcntl
+    except ImportError: fcntl = None
+    fd = os.open(folder, os.O_RDONLY) if fcntl is not None else None
+    try:
+        if fd is not None: fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        if fd is not None: os.close(fd)                  # closing releases the lock
+
+def _record_samples(path:Path, # samples.json
+                    head:dict, # run, checkpoint, overrides
+                    entries:list[dict], # this process's entries (by `file`), with their status
+                   ) -> None:
+    "Merge `entries` into samples.json by file name, under a folder lock, atomically; other entries are kept as they are."
+    from medlord_nb.core import load_json, save_json
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with _folder_lock(path.parent):
+        cur = (load_json(path).get("samples", []) if path.is_file() else [])
+        at = {e.get("file"): i for i, e in enumerate(cur)}
+        for e in entries:
+            if e["file"] in at: cur[at[e["file"]]] = e
+            else: at[e["file"]] = len(cur); cur.append(e)
+        save_json({**head, "samples": cur}, path)
+
 def sample(run:str, # trained run directory (holds config.yaml and its pipeline's final checkpoint)
            masks:list, # mask files (NIfTI / NRRD / MHA): labels as data.LABELS, 255 = body outline
            n:int=1, # samples per mask
@@ -415,7 +497,7 @@ def sample(run:str, # trained run directory (holds config.yaml and its pipeline'
            dry_run:bool=False, # print the jobs and exit
           ):
     "Generate n volumes per mask file from a trained run; each written atomically with the mask's affine; sharded under torchrun."
-    from medlord_nb.core import load_yaml, load_json, save_json
+    from medlord_nb.core import load_yaml
     run_ = Path(run)
     if not (run_/"config.yaml").is_file():
         raise FileNotFoundError(f"{run_}: not a trained run (needs config.yaml and a final checkpoint); train one with `medlord train`")
@@ -459,14 +541,18 @@ def sample(run:str, # trained run directory (holds config.yaml and its pipeline'
     from medlord_nb.data import save_volume
     import numpy as np
     model = P.load(cfg, run_) if P.load is not None else load_weights(P.build_model(cfg), ckpt, ema=True)
-    if info.rank == 0:                                   # the job list: a sample file exists once it is complete
-        prev = load_json(outd/"samples.json").get("samples", []) if (outd/"samples.json").is_file() else []
-        keep = [e for e in prev if e.get("file") not in {jb["file"] for jb in jobs}]
-        save_json({"run": str(run_), "checkpoint": str(ckpt), "overrides": over, "samples": keep + jobs}, outd/"samples.json")
+    sj, head = outd/"samples.json", {"run": str(run_), "checkpoint": str(ckpt), "overrides": over}
+    _record_samples(sj, head, [{**jb, "status": "pending"} for jb in mine])
     for jb in mine:
-        m = read_mask(jb["mask"], jb["image"])
-        hu = P.generate(model, cfg, P.classes(cfg, m.labels, m.image, jb["mask"]), seed=jb["seed"], progress=not quiet)
-        save_volume(outd/jb["file"], np.asarray(hu, np.float32), m.affine)
+        try:
+            m = read_mask(jb["mask"], jb["image"])
+            hu = P.generate(model, cfg, P.classes(cfg, m.labels, m.image, jb["mask"]), seed=jb["seed"], progress=not quiet)
+            save_volume(outd/jb["file"], np.asarray(hu, np.float32), m.affine)
+        except BaseException as e:
+            try: _record_samples(sj, head, [{**jb, "status": "failed", "error": error_line(e)}])
+            except Exception: pass                       # (a full disk): the entry stays 'pending', never 'written'
+            raise
+        _record_samples(sj, head, [{**jb, "status": "written"}])
         print(f"wrote {outd/jb['file']} (mask {jb['mask']}, seed {jb['seed']})")
 
 # %% ../nbs/10_cli.ipynb #c1f853c7
@@ -486,16 +572,20 @@ def _unwrap(tp):
 
 def _add_command(sub, fn):
     docs, hints = docments(fn), typing.get_type_hints(fn)
-    p = sub.add_parser(fn.__name__.replace("_", "-"), help=fn.__doc__, description=fn.__doc__)
+    spec = getattr(fn, "__cli__", {})
+    p = sub.add_parser(fn.__name__.replace("_", "-"), help=fn.__doc__, description=fn.__doc__, usage=spec.get("usage"))
     for name, prm in inspect.signature(fn).parameters.items():
         h = docs.get(name) or ""
         tp = _unwrap(hints.get(name, str))
         origin, args = typing.get_origin(tp), typing.get_args(tp)
-        is_list = tp is list or origin is list
+        is_list = tp is list or origin is list or tp is Paths
+        if name in spec.get("positional", {}):
+            p.add_argument(name, nargs="*", default=None, metavar=spec["positional"][name], help=h); continue
         if prm.default is inspect.Parameter.empty:
             p.add_argument(name, help=h, **({"nargs": "+"} if is_list else {})); continue
         flag, dflt = "--" + name, prm.default
         if tp is bool: p.add_argument(flag, action="store_true", help=h); continue
+        if tp is Paths: p.add_argument(flag, nargs="+", action="extend", default=None, metavar="PATH", help=f"{h} (one or more, repeatable)"); continue
         if is_list: p.add_argument(flag, action="append", default=None, help=h); continue
         kw = {}
         if origin is Literal: kw = dict(choices=list(args), type=type(args[0]))

@@ -19,7 +19,8 @@ from .segmentation import SegModel, segment, resample, encoder_features, volume_
 __all__ = ['Plane', 'MemoMetric', 'dice', 'threshold_lung_mask', 'label_hu_stats', 'nodule_contrast', 'conditioning_report',
            'center_crop', 'as_volumes', 'FeatureExtractor', 'fid', 'medicalnet_resnet', 'load_weights',
            'MedicalNetExtractor', 'SliceExtractor', 'SegmenterExtractor', 'msssim_settings', 'diversity',
-           'structure_fidelity', 'mask_adherence', 'memorisation', 'list_volume_files', 'evaluate_folders']
+           'structure_fidelity', 'mask_adherence', 'memorisation', 'volume_stem', 'list_volume_files', 'pair_masks',
+           'evaluate_folders']
 
 # %% ../nbs/11_evaluation.ipynb #4c67e994
 def dice(a:np.ndarray, # boolean mask
@@ -354,19 +355,40 @@ class SegmenterExtractor(FeatureExtractor):
 # %% ../nbs/11_evaluation.ipynb #793e0541
 _MSSSIM_WEIGHTS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)
 
+def _msssim_factor(scales:int) -> int:
+    "How many times the kernel must fit into the smallest side for `scales` scales (torch at the last scale, and MONAI's check)."
+    return max(2 ** (scales - 1), max(1, scales - 1) ** 2)
+
+def _msssim_weights(n:int) -> list[float]:
+    "The standard MS-SSIM weights of the first `n` scales, renormalised to sum to 1."
+    w = np.array(_MSSSIM_WEIGHTS[:n]); w = w / w.sum()
+    return [round(float(x), 6) for x in w]
+
 def msssim_settings(shape:Sequence[int], # spatial shape of the images
                     max_kernel:int=7, # largest kernel considered
-                   ) -> dict: # kernel_size, weights, scales
-    "Kernel size and scale weights that MONAI's MultiScaleSSIMMetric accepts for images of this shape."
+                    min_kernel:int=3, # smallest kernel accepted (odd)
+                    max_scales:int=5, # most scales considered (MS-SSIM's standard weights have 5)
+                   ) -> dict: # kernel_size, weights, scales, scale_sides
+    "Kernel size and scale weights for MONAI's MultiScaleSSIMMetric such that the kernel fits at every scale."
+    if not 1 <= max_scales <= len(_MSSSIM_WEIGHTS): raise ValueError(f"max_scales {max_scales} must lie in 1..{len(_MSSSIM_WEIGHTS)}")
+    if min_kernel < 1 or min_kernel > max_kernel: raise ValueError(f"need 1 <= min_kernel <= max_kernel, got {min_kernel} and {max_kernel}")
     m = min(int(s) for s in shape)
-    for n in range(5, 0, -1):
-        div = max(1, n - 1) ** 2
-        k = min(max_kernel, m // div)                    # MONAI requires size // div > k - 1
+    for n in range(max_scales, 0, -1):
+        k = min(max_kernel, m // _msssim_factor(n))      # side at the last scale, and MONAI's size // (n-1)**2 > k - 1
         k = k if k % 2 else k - 1
-        if k >= 3:
-            w = np.array(_MSSSIM_WEIGHTS[:n]); w = w / w.sum()
-            return {"kernel_size": int(k), "weights": [round(float(x), 6) for x in w], "scales": n}
-    raise ValueError(f"images of shape {tuple(shape)} are too small for MS-SSIM (need at least 3 voxels per side)")
+        if k >= min_kernel:
+            return {"kernel_size": int(k), "weights": _msssim_weights(n), "scales": n,
+                    "scale_sides": [m // 2 ** i for i in range(n)]}
+    raise ValueError(f"images of shape {tuple(shape)} are too small for MS-SSIM: even one scale needs a smallest side of at least "
+                     f"{min_kernel} voxels (the kernel), got {m}; crop or pad them larger (crop=) or leave diversity out")
+
+def _check_msssim(shape, k:int, n:int):
+    "Refuse a kernel / number of scales that does not fit images of `shape`, before MONAI or torch do."
+    m = min(int(s) for s in shape)
+    if k < 1 or m // _msssim_factor(n) < k:
+        raise ValueError(f"MS-SSIM kernel {k} with {n} scales does not fit images of shape {tuple(shape)} (smallest side {m}, "
+                         f"{m // 2 ** (n - 1)} at the last scale; needs side // {_msssim_factor(n)} >= kernel); use a smaller kernel "
+                         f"or fewer weights, or leave both unset (msssim_settings picks the largest that fit)")
 
 def diversity(samples:Sequence, # generated images: HU arrays (2D or 3D, one shape) or CTVolumes
               hu_window:tuple[float, float]=(-1000., 1000.), # HU mapped to [0, 1]
@@ -381,15 +403,25 @@ def diversity(samples:Sequence, # generated images: HU arrays (2D or 3D, one sha
     if len(ims) < 2: raise ValueError(f"diversity needs at least 2 samples, got {len(ims)}")
     if len({x.shape for x in ims}) > 1: raise ValueError(f"samples differ in shape {sorted({x.shape for x in ims})}; pass crop=")
     if ims[0].ndim not in (2, 3): raise ValueError(f"samples must be 2D or 3D images, got shape {ims[0].shape}")
-    st = msssim_settings(ims[0].shape)
-    k = kernel_size or st["kernel_size"]; w = tuple(weights or st["weights"])
+    shape, m = ims[0].shape, min(ims[0].shape)
+    given = kernel_size is not None or weights is not None
+    if not given:
+        st = msssim_settings(shape); k, w = st["kernel_size"], tuple(st["weights"])
+    else:
+        if weights is not None: w = tuple(float(x) for x in weights)
+        else: w = tuple(_msssim_weights(next((n for n in range(5, 0, -1) if m // _msssim_factor(n) >= kernel_size), 1)))
+        k = kernel_size
+        if k is None: k = min(7, m // _msssim_factor(len(w))); k = k if k % 2 else k - 1
+        _check_msssim(shape, k, len(w))
     metric = MultiScaleSSIMMetric(spatial_dims=ims[0].ndim, data_range=1.0, kernel_size=k, weights=w, reduction="none")
     t = (torch.from_numpy(np.stack([hu_to_unit(x, *hu_window) for x in ims])).float()[:, None] + 1) / 2
     pairs = list(itertools.combinations(range(len(ims)), 2))
     vals = torch.cat([metric(t[[i for i, _ in pairs[c:c + 16]]], t[[j for _, j in pairs[c:c + 16]]]).flatten()
                       for c in range(0, len(pairs), 16)])
     rep = _record("diversity-msssim-v1", list(samples), None, crop,
-                  kernel_size=k, weights=list(w), scales=len(w), kernel_type="gaussian", kernel_sigma=1.5, data_range=1.0,
+                  kernel_size=k, weights=list(w), scales=len(w), scale_sides=[m // 2 ** i for i in range(len(w))],
+                  settings="given" if given else "msssim_settings (most scales whose kernel fits at every scale, then the largest odd kernel <= 7)",
+                  kernel_type="gaussian", kernel_sigma=1.5, data_range=1.0,
                   hu_window=list(hu_window), n_pairs=len(pairs), image_shape=list(ims[0].shape))
     return {**rep, "value": float(vals.mean()), "std": float(vals.std()) if len(vals) > 1 else 0.0, "n_samples": len(ims)}
 
@@ -522,80 +554,152 @@ def memorisation(samples:Sequence, # generated volumes (HU)
 
 # %% ../nbs/11_evaluation.ipynb #7bd7b0f1
 _VOL_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".nhdr", ".mha", ".mhd")
+_MASK_SUFFIXES = ("_mask", "_seg", "_label", "_labels")   # as datasets.MASK_SUFFIXES names a case's mask
 
-def list_volume_files(paths:str|Path|Sequence[str|Path], # a folder, one file, or a list of files
+def volume_stem(p:str|Path) -> str:
+    "A volume file's name without its (double) suffix: case1.nii.gz -> case1."
+    n = Path(p).name
+    return next((n[: -len(s)] for s in sorted(_VOL_SUFFIXES, key=len, reverse=True) if n.lower().endswith(s)), Path(p).stem)
+
+def list_volume_files(paths:str|Path|Sequence[str|Path], # a folder, one file, or a list of files and folders
                      ) -> list[Path]:
-    "Volume files of a folder in sorted order (NIfTI, NRRD, MetaImage), or the given files."
-    if isinstance(paths, (str, Path)):
-        p = Path(paths)
+    "Volume files of folders in sorted order (NIfTI, NRRD, MetaImage), and the given files, in the order given."
+    out = []
+    for q in ([paths] if isinstance(paths, (str, Path)) else list(paths)):
+        p = Path(q)
         if p.is_dir():
             fs = sorted(f for f in p.iterdir() if f.is_file() and f.name.lower().endswith(_VOL_SUFFIXES))
             if not fs: raise ValueError(f"{p}: folder holds no volume files ({', '.join(_VOL_SUFFIXES)})")
-            return fs
-        paths = [p]
-    return [Path(f) for f in paths]
+            out += fs
+        elif p.exists(): out.append(p)
+        else: raise FileNotFoundError(f"{p}: no such file or folder")
+    if not out: raise ValueError("no volume files given")
+    return out
+
+def pair_masks(samples:Sequence[str|Path], # sample files
+               masks:Sequence[str|Path], # mask files
+               what:str="samples", # how messages name the samples
+              ) -> tuple[list[Path], str]: # one mask per sample, and how they were paired
+    "Pair each sample with its mask by file stem (case1 <- case1, case1_mask; case1_000 <- case1); else sorted order when counts match."
+    import re, warnings
+    S, M = [Path(s) for s in samples], [Path(m) for m in masks]
+    ms = [volume_stem(m) for m in M]
+    cores = [next((s[: -len(x)] for x in _MASK_SUFFIXES if s.lower().endswith(x) and len(s) > len(x)), s) for s in ms]
+    def rank(s, i):                                       # 0 same stem, 1 mask suffix dropped, 2 + _<number> (medlord sample)
+        if s == ms[i]: return 0
+        if s == cores[i]: return 1
+        if re.fullmatch(re.escape(ms[i]) + r"_\d+", s) or re.fullmatch(re.escape(cores[i]) + r"_\d+", s): return 2
+        return None
+    out, lost = [], []
+    for f in S:
+        s = volume_stem(f)
+        hits = sorted((r, i) for i in range(len(M)) if (r := rank(s, i)) is not None)
+        best = [i for r, i in hits if r == hits[0][0]] if hits else []
+        if len(best) == 1: out.append(M[best[0]])
+        else: lost.append(f.name); out.append(None)
+    if not lost: return out, "file stem"
+    if len(M) == len(S):
+        msg = (f"{len(lost)} of {len(S)} {what} have no mask of the same file stem (e.g. {lost[0]}); pairing masks with {what} "
+               f"in sorted order instead; name each mask like its sample (case1.nii.gz <- case1.nii.gz or case1_mask.nii.gz)")
+        warnings.warn(msg, stacklevel=2)
+        return M, "sorted order (file stems do not pair up; counts match)"
+    raise ValueError(f"{len(M)} masks for {len(S)} {what}, and {len(lost)} {what} have no mask of the same file stem (e.g. {lost[0]}); "
+                     f"name each mask like its sample (case1 <- case1 or case1_mask; case1_000 <- case1) or give one mask per sample "
+                     f"in the same sorted order")
 
 def _threshold_adherence(vols, masks, lung_label=1, threshold=-400.):
     return [dice(threshold_lung_mask(v.image, threshold), np.asarray(m) == lung_label) for v, m in zip(vols, masks)]
 
-def evaluate_folders(reference_paths:str|Path|Sequence, # folder (or files) of real volumes
-                     sample_paths:str|Path|Sequence, # folder (or files) of generated volumes
-                     mask_paths:str|Path|Sequence|None=None, # conditioning masks of the samples (sorted like them)
+_ARG_NAMES = {"extractor": "extractor= (MedicalNetExtractor, SliceExtractor)", "segmenter": "segmenter=", "masks": "mask_paths=",
+              "reference_masks": "reference_mask_paths=", "training": "training_paths=", "held_out": "held_out_paths=", "crop": "crop="}
+_CANNOT = (ValueError, RuntimeError, np.linalg.LinAlgError)    # what a metric raises when it cannot be computed for these inputs
+
+def _not_in_training(vols, files, T, tfiles) -> list[CTVolume]:
+    "The volumes that are not training cases: not the same file, not identical voxels."
+    tp = {Path(f).resolve() for f in tfiles}
+    return [v for v, f in zip(vols, files)
+            if Path(f).resolve() not in tp and not any(t.shape == v.shape and np.array_equal(t.image, v.image) for t in T)]
+
+def evaluate_folders(reference_paths:str|Path|Sequence, # folder(s) and/or files of real volumes
+                     sample_paths:str|Path|Sequence, # folder(s) and/or files of generated volumes
+                     mask_paths:str|Path|Sequence|None=None, # conditioning masks of the samples (paired by file stem)
                      reference_mask_paths:str|Path|Sequence|None=None, # masks of the references (default: mask_paths when paired)
                      training_paths:str|Path|Sequence|None=None, # the generator's training volumes (memorisation)
+                     held_out_paths:str|Path|Sequence|None=None, # real volumes never trained on (default: the references not in training)
                      extractor:FeatureExtractor|None=None, # FID features (default: the segmenter's encoder)
                      segmenter:SegModel|None=None, # for adherence, paired agreement and the default extractor
                      crop:Sequence[int]|None=None, # centre crop/pad for FID, diversity and memorisation
                      label_names:dict[int, str]|None=None, # allowed mask values (default data.LABELS)
+                     arg_names:dict[str, str]|None=None, # how skip reasons name the inputs (the CLI: {'extractor': '--medicalnet ...'})
                     ) -> dict:
-    "Run every protocol that applies to a folder of samples against a folder of real volumes."
+    "Run every protocol that applies to samples against real volumes; a metric that cannot be computed is skipped with its reason."
+    nm = {**_ARG_NAMES, **(arg_names or {})}
     rf, sf = list_volume_files(reference_paths), list_volume_files(sample_paths)
-    mf = None if mask_paths is None else list_volume_files(mask_paths)
-    rmf = None if reference_mask_paths is None else list_volume_files(reference_mask_paths)
-    if mf is not None and len(mf) != len(sf): raise ValueError(f"{len(mf)} masks for {len(sf)} samples; give one mask per sample (sorted alike)")
-    if rmf is not None and len(rmf) != len(rf): raise ValueError(f"{len(rmf)} reference masks for {len(rf)} references")
+    mf, mpair = (None, None) if mask_paths is None else pair_masks(sf, list_volume_files(mask_paths), "samples")
+    rmf = None if reference_mask_paths is None else pair_masks(rf, list_volume_files(reference_mask_paths), "references")[0]
     load = lambda fs, ms: [load_volume(f) if ms is None else load_image_and_mask(f, m, label_names) for f, m in zip(fs, ms or [None] * len(fs))]
     R, S = load(rf, rmf), load(sf, mf)
     paired = len(R) == len(S) and all(r.shape == s.shape for r, s in zip(R, S))
     if rmf is None and mf is not None and paired: R = [CTVolume(r.image, s.labels, r.spacing, r.affine, s.label_names, r.name, r.meta) for r, s in zip(R, S)]
     out = {"inputs": {"references": [str(f) for f in rf], "samples": [str(f) for f in sf], "masks": None if mf is None else [str(f) for f in mf],
-                      "paired": paired}, "skipped": {}}
+                      "mask_pairing": mpair, "paired": paired}, "skipped": {}}
     skip = out["skipped"]
+    def attempt(key, fn):
+        "out[key] = fn(), or skipped[key] = why it cannot be computed."
+        try: out[key] = fn()
+        except _CANNOT as e: skip[key] = "cannot be computed for these inputs: " + " ".join(str(e).split())
     ex = extractor or (SegmenterExtractor(segmenter) if segmenter is not None else None)
-    if ex is None: skip["fid"] = "no feature extractor: pass extractor= (MedicalNetExtractor, SliceExtractor) or segmenter="
+    if ex is None: skip["fid"] = f"no feature extractor: pass {nm['extractor']} or {nm['segmenter']}"
     elif min(len(R), len(S)) < 2 and not isinstance(ex, SliceExtractor): skip["fid"] = "FID needs at least 2 samples and 2 references"
-    else: out["fid"] = fid(S, R, ex, crop)
+    else: attempt("fid", lambda: fid(S, R, ex, crop))
     if len(S) < 2: skip["diversity"] = "needs at least 2 samples"
-    elif crop is None and len({s.shape for s in S}) > 1: skip["diversity"] = "samples differ in shape; pass crop="
-    else: out["diversity"] = diversity(S, crop=crop)
+    elif crop is None and len({s.shape for s in S}) > 1: skip["diversity"] = f"samples differ in shape; pass {nm['crop']}"
+    else: attempt("diversity", lambda: diversity(S, crop=crop))
     seg_fn = (lambda v: segment(segmenter, v.image, spacing=v.spacing)) if segmenter is not None else (lambda v: threshold_lung_mask(v.image).astype(np.uint8))
     seg_labels = {k: LABELS.get(k, str(k)) for k in segmenter.cfg.labels} if segmenter is not None else {1: "lung"}
-    if paired:
+    def agreement():
         d = {n: [] for n in seg_labels.values()}
         for r, s in zip(R, S):
             pr, ps = seg_fn(r), seg_fn(s)
             for k, n in seg_labels.items(): d[n].append(dice(ps == k, pr == k))
-        out["paired_agreement"] = {**_record("paired-segmentation-agreement-v1", S, R, None,
-                                             segmenter=segmenter.describe() if segmenter is not None else "HU threshold lung (threshold_lung_mask, -400 HU)",
-                                             pairing="sorted file order"),
-                                   "per_label": {n: {"dice_mean": float(np.mean(x)), "dice": [float(y) for y in x]} for n, x in d.items()}}
+        return {**_record("paired-segmentation-agreement-v1", S, R, None,
+                          segmenter=segmenter.describe() if segmenter is not None else "HU threshold lung (threshold_lung_mask, -400 HU)",
+                          pairing="sorted file order"),
+                "per_label": {n: {"dice_mean": float(np.mean(x)), "dice": [float(y) for y in x]} for n, x in d.items()}}
+    if paired: attempt("paired_agreement", agreement)
     else: skip["paired_agreement"] = "samples and references do not pair up (different counts or shapes)"
     if mf is None:
-        skip["mask_adherence"] = skip["fidelity"] = "no mask_paths"
+        skip["mask_adherence"] = skip["fidelity"] = f"no {nm['masks']}"
     else:
         ref_has = all(r.labels is not None for r in R)
-        if segmenter is not None: out["mask_adherence"] = mask_adherence(S, segmenter, references=R if ref_has else None)
-        else:
+        def threshold_adherence():
             ds, dr = _threshold_adherence(S, [s.labels for s in S]), (_threshold_adherence(R, [r.labels for r in R]) if ref_has else None)
-            out["mask_adherence"] = {**_record("mask-adherence-hu-v1", S, R if ref_has else None, None,
-                                               lung_segmenter="HU < -400, not connected to the in-plane border of its axial slice, components >= 50 voxels"),
-                                     "per_label": {"lung": {"dice_mean": float(np.mean(ds)), "dice": ds}},
-                                     **({"reference": {"lung": {"dice_mean": float(np.mean(dr)), "dice": dr}}} if dr is not None else {})}
-        if ref_has: out["fidelity"] = structure_fidelity(S, R, sample_mask_source="conditioning mask", label_names=label_names)
-        else: skip["fidelity"] = "references have no masks: pass reference_mask_paths= (or paired samples)"
-    if training_paths is None: skip["memorisation"] = "no training_paths"
+            return {**_record("mask-adherence-hu-v1", S, R if ref_has else None, None,
+                              lung_segmenter="HU < -400, not connected to the in-plane border of its axial slice, components >= 50 voxels"),
+                    "per_label": {"lung": {"dice_mean": float(np.mean(ds)), "dice": ds}},
+                    **({"reference": {"lung": {"dice_mean": float(np.mean(dr)), "dice": dr}}} if dr is not None else {}),
+                    "n_samples": len(S), "n_reference": len(R) if ref_has else 0}
+        if segmenter is not None: attempt("mask_adherence", lambda: mask_adherence(S, segmenter, references=R if ref_has else None))
+        else: attempt("mask_adherence", threshold_adherence)
+        if ref_has: attempt("fidelity", lambda: structure_fidelity(S, R, sample_mask_source="conditioning mask", label_names=label_names))
+        else: skip["fidelity"] = f"references have no masks: pass {nm['reference_masks']} (or paired samples)"
+    if training_paths is None: skip["memorisation"] = f"no {nm['training']}"
     else:
-        T = load(list_volume_files(training_paths), None)
-        try: out["memorisation"] = memorisation(S, T, None, crop=crop)
-        except ValueError as e: skip["memorisation"] = str(e)
+        tf = list_volume_files(training_paths); T = load(tf, None)
+        if held_out_paths is not None:
+            hf = list_volume_files(held_out_paths); H = load(hf, None)
+            src = f"given ({nm['held_out']}): {len(H)} volumes"
+        else:
+            H = _not_in_training(R, rf, T, tf)
+            src = (f"the references that are not training cases (not the same file, not identical voxels): {len(H)} of {len(R)}"
+                   if H else f"none: all {len(R)} references are training cases (pass {nm['held_out']}); threshold 1e-3 flags near-copies only")
+            shapes = {v.shape for v in S + T}
+            if H and crop is None and len(shapes) == 1 and any(h.shape not in shapes for h in H):
+                src = (f"none: the {len(H)} references that are not training cases differ in shape from the samples "
+                       f"(pass {nm['crop']} or {nm['held_out']}); threshold 1e-3 flags near-copies only"); H = []
+        def memo():
+            r = memorisation(S, T, H or None, crop=crop)
+            r["protocol_details"]["held_out_source"] = src
+            return r
+        attempt("memorisation", memo)
     return out

@@ -10,7 +10,7 @@ from typing import Any
 from .core import Config, ConfigError, make_run_dir, load_yaml, save_yaml
 
 # %% auto #0
-__all__ = ['params_from_globals', 'find_repo_root', 'resolve_out_dir', 'find_experiment', 'run_experiment']
+__all__ = ['params_from_globals', 'find_repo_root', 'resolve_out_dir', 'find_experiment', 'resolve_parameters', 'run_experiment']
 
 # %% ../nbs/08_runner.ipynb #381bc5bb
 _IPY_NAMES = {"In", "Out", "exit", "quit", "get_ipython", "display", "ojs_define"}
@@ -62,6 +62,21 @@ def find_experiment(name:str|Path, # an experiment name ("demo") or a notebook p
                                 f"nbs/experiments/ of a clone); run from inside a clone or pass a notebook path")
     raise FileNotFoundError(f"unknown experiment {str(name)!r}; available: {', '.join(avail) or 'none'}")
 
+def resolve_parameters(notebook:str|Path, # experiment name or notebook path
+                       params:dict|None=None, # parameter overrides (win over `config`)
+                       config:str|Path|None=None, # YAML file of parameters
+                      ) -> dict:
+    "Every parameter the notebook will run with: its `parameters` cell's defaults, then `config`, then `params`."
+    import ast, papermill as pm
+    nb = find_experiment(notebook)
+    cfg = load_yaml(config) if config else {}
+    if not isinstance(cfg, dict): raise ConfigError(f"{config}: expected a mapping of parameters, got {type(cfg).__name__}")
+    defaults = {}
+    for k, v in pm.inspect_notebook(str(nb)).items():
+        try: defaults[k] = ast.literal_eval(v["default"])
+        except (ValueError, SyntaxError): defaults[k] = v["default"]          # an expression: kept as its source text
+    return {**defaults, **cfg, **(params or {})}
+
 def run_experiment(notebook:str|Path, # experiment name or notebook path
                    name:str|None=None, # run name (folder under `root`); the experiment name by default
                    root:str|Path="runs", # parent folder of runs
@@ -72,13 +87,15 @@ def run_experiment(notebook:str|Path, # experiment name or notebook path
                    log_output:bool=False, # stream the notebook's output to this process's log
                    progress:bool=True, # papermill progress bar
                   ) -> Path: # the run directory
-    "Execute an experiment notebook with papermill into `root/name/` and return the run directory."
+    "Execute an experiment notebook with papermill into `root/name/` (params.yaml, run.yaml, the executed notebook) and return the run directory."
     import papermill as pm
     nb = find_experiment(notebook)
     merged = {**(load_yaml(config) if config else {}), **(params or {})}
     if not isinstance(merged, dict): raise ConfigError(f"{config}: expected a mapping of parameters")
+    resolved = resolve_parameters(nb, params, config)
     run = make_run_dir(name or nb.stem, root=root, force=force)
-    merged["out_dir"] = str(run.resolve())
+    merged["out_dir"] = resolved["out_dir"] = str(run.resolve())
+    save_yaml(resolved, run/"params.yaml")                  # the notebook may rewrite it with its validated config
     save_yaml({"notebook": str(nb), "config": str(config) if config else None, "parameters": merged}, run/"run.yaml")
     os.environ["MEDLORD_NB_HEADLESS"] = "1"     # inherited by the kernel: viewers fall back, no hangs
     partial = run/f".{nb.stem}.partial.ipynb"

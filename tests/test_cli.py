@@ -1,4 +1,5 @@
-"""`medlord` subcommands at smoke size: help, dry runs, train into a run directory, refuse / force / resume, sample (sharded), plan, prepare."""
+"""`medlord` subcommands at smoke size: help, dry runs, train into a run directory, refuse / force / resume, sample (sharded,
+with a per-entry status in samples.json), plan, prepare, report."""
 import json, os, subprocess, sys
 from pathlib import Path
 import numpy as np
@@ -93,7 +94,7 @@ def test_sample_writes_atomic_volumes_with_mask_affine(trained, capsys):
     x = a.get_fdata(); assert np.isfinite(x).all() and -1001 <= x.min() and x.max() <= 1001
     assert not np.array_equal(x, b.get_fdata())              # different seeds
     js = json.loads((out/"samples.json").read_text(encoding="utf-8"))
-    assert [e["seed"] for e in js["samples"]] == [5, 6]
+    assert [e["seed"] for e in js["samples"]] == [5, 6] and [e["status"] for e in js["samples"]] == ["written", "written"]
     # same seed again (--force): the same volume
     rc, _, err = call(capsys, "sample", trained/"runs"/"t", trained/"case1.nii.gz", "--image", trained/"case1_ct.nii.gz",
                       "--seed", 5, "--out", out, "--quiet", "--force")
@@ -114,7 +115,9 @@ def test_sample_shards_by_rank(trained, capsys, monkeypatch):
     assert [j["rank"] for j in jobs] == [0, 1, 0, 1] and yaml.safe_load(out)["processes"] == 2
     rc, out, err = call(capsys, *args)
     assert rc == 0, err
-    assert sorted(p.name for p in (trained/"s2").iterdir()) == ["case1_001.nii.gz", "case2_001.nii.gz"]   # rank 1's, no samples.json
+    assert sorted(p.name for p in (trained/"s2").iterdir()) == ["case1_001.nii.gz", "case2_001.nii.gz", "samples.json"]   # rank 1's
+    js = json.loads((trained/"s2"/"samples.json").read_text(encoding="utf-8"))          # each rank records its own entries
+    assert [(e["file"], e["rank"], e["status"]) for e in js["samples"]] == [("case1_001.nii.gz", 1, "written"), ("case2_001.nii.gz", 1, "written")]
 
 def test_plan_fits_and_json(capsys):
     base = ["plan", "--shape", 32, 32, 16, *params()[:8]]
@@ -155,7 +158,7 @@ def test_prepare_wired(tmp_path, capsys):
 
 def test_evaluate_and_run_dry_run(tmp_path, capsys):
     rc, out, _ = call(capsys, "evaluate", tmp_path/"real", tmp_path/"fake", "--dry_run")
-    assert rc == 0 and yaml.safe_load(out)["samples"] == str(tmp_path/"fake")
+    assert rc == 0 and yaml.safe_load(out)["samples"] == [str(tmp_path/"fake")]
     rc, out, _ = call(capsys, "run", "demo", "--dry_run", "--param", "seed=4")
     assert rc == 0 and yaml.safe_load(out)["parameters"]["seed"] == 4
 
@@ -165,3 +168,39 @@ def test_error_line():
     assert error_line(OSError(errno.EACCES, "Permission denied", "/x/y")) == "/x/y: Permission denied"
     assert error_line(ValueError("a\n  b\n")) == "a b"
     assert error_line(FileNotFoundError("x.nii: no such file")) == "x.nii: no such file"
+
+def test_sample_json_never_lists_an_unwritten_file(trained, capsys, monkeypatch):
+    "A run that fails half-way: the finished sample is 'written', the failed one 'failed', the rest 'pending'."
+    from medlord_nb import cli
+    P = cli.get_pipeline("patch")
+    calls = [0]
+    def flaky(*a, **k):
+        calls[0] += 1
+        if calls[0] == 2: raise ValueError("the sampler diverged (test)")
+        return P.generate(*a, **k)
+    monkeypatch.setattr(cli, "get_pipeline", lambda name: P._replace(generate=flaky))
+    out = trained/"s3"
+    rc, _, err = call(capsys, "sample", trained/"runs"/"t", trained/"case1.nii.gz", "--image", trained/"case1_ct.nii.gz",
+                      "--n", 3, "--out", out, "--quiet")
+    one_line_error(rc, err, "sample"); assert "diverged" in err
+    js = json.loads((out/"samples.json").read_text(encoding="utf-8"))
+    assert [(e["file"], e["status"]) for e in js["samples"]] == [("case1_000.nii.gz", "written"), ("case1_001.nii.gz", "failed"),
+                                                                 ("case1_002.nii.gz", "pending")]
+    assert "diverged" in js["samples"][1]["error"]
+    on_disk = {p.name for p in out.glob("*.nii.gz")}
+    assert on_disk == {e["file"] for e in js["samples"] if e["status"] == "written"} == {"case1_000.nii.gz"}
+
+def test_report_of_a_run_dir(trained, tmp_path, capsys):
+    "main(['report', RUN_DIR]) on (a copy of) the small trained run: a page with its train metrics and loss figure."
+    import shutil
+    run = tmp_path/"t"; shutil.copytree(trained/"runs"/"t", run)
+    rc, out, err = call(capsys, "report", run)
+    assert rc == 0, err
+    md = (run/"report.md").read_text(encoding="utf-8")
+    assert "## train" in md and "loss" in md and "params.yaml" in md, md[:2000]
+    rc, out, err = call(capsys, "report", run, "--format", "html", "--out", tmp_path/"r.html")
+    assert rc == 0, err
+    h = (tmp_path/"r.html").read_text(encoding="utf-8")
+    assert h.startswith("<!DOCTYPE html>") and "data:image/png;base64," in h
+    rc, _, err = call(capsys, "report", tmp_path/"nope")
+    one_line_error(rc, err, "report"); assert "no such run directory" in err

@@ -1,4 +1,5 @@
-"""`medlord evaluate` on two identical folders reports FID ~0 and Dice 1 (issue acceptance)."""
+"""`medlord evaluate`: two identical folders report FID ~0 and Dice 1 (issue acceptance); --reference/--samples/--masks/--training
+with several paths, masks paired by stem, held-out cases from the references, --out never overwritten without --force."""
 from pathlib import Path
 import numpy as np
 import torch
@@ -28,3 +29,84 @@ def test_missing_weights_is_one_clear_line(tmp_path, capsys):
     assert rc == 2
     err = capsys.readouterr().err
     assert "nope.pth" in err and err.count("\n") == 1, err
+
+def _crop(s, x0, y0):
+    sl = (slice(x0, x0 + 32), slice(y0, y0 + 32), slice(8, 16))       # 8 slices: too thin for 5-scale MS-SSIM
+    lab = s.labels[sl].copy(); lab[(lab == 0) & (s.image[sl] > -500)] = 255   # the body outline `medlord sample` reads
+    return s.image[sl], lab
+
+def test_flags_masks_training_tiny(tmp_path, capsys):
+    "--reference/--samples/--masks with several paths, masks paired by stem, --training: held-out = references not trained on."
+    s = load_sample("lung1")
+    crops = [_crop(s, x0, y0) for x0, y0 in ((40, 30), (100, 60), (70, 80), (60, 40), (90, 50), (50, 70))]
+    for i in range(4):                                                       # 4 real cases with masks, 2 trained on
+        save_volume(tmp_path/"real"/f"r{i}.nii.gz", crops[i][0], s.affine)
+        save_volume(tmp_path/"real_masks"/f"r{i}_mask.nii.gz", crops[i][1], s.affine, dtype=np.uint8)
+        if i < 2: save_volume(tmp_path/"train"/f"r{i}.nii.gz", crops[i][0], s.affine)
+    # samples as `medlord sample` names them: caseA_000 is a copy of a training case
+    for f, k in (("caseA_000", 0), ("caseA_001", 4), ("caseB_000", 5)):
+        save_volume(tmp_path/("gen" if f != "caseB_000" else "gen2")/f"{f}.nii.gz", crops[k][0], s.affine)
+    save_volume(tmp_path/"masks"/"caseA.nii.gz", crops[0][1], s.affine, dtype=np.uint8)
+    save_volume(tmp_path/"masks"/"caseB.nii.gz", crops[5][1], s.affine, dtype=np.uint8)
+    out = tmp_path/"m.json"
+    rc = main(["evaluate", "--reference", str(tmp_path/"real"), "--samples", str(tmp_path/"gen"), str(tmp_path/"gen2"/"caseB_000.nii.gz"),
+               "--masks", str(tmp_path/"masks"), "--reference_masks", str(tmp_path/"real_masks"), "--training", str(tmp_path/"train"),
+               "--out", str(out)])
+    o = capsys.readouterr()
+    assert rc == 0, o.err
+    m = load_json(out)
+    assert m["inputs"]["mask_pairing"] == "file stem"
+    assert [Path(p).name for p in m["inputs"]["masks"]] == ["caseA.nii.gz", "caseA.nii.gz", "caseB.nii.gz"]
+    assert m["mask_adherence"]["protocol"] == "mask-adherence-hu-v1" and m["mask_adherence"]["n_samples"] == 3
+    assert m["fidelity"]["protocol"] == "fidelity-structure-v1" and "body" in m["fidelity"]["per_label"]
+    d = m["diversity"]["protocol_details"]
+    assert (d["scales"], d["kernel_size"], d["scale_sides"]) == (2, 3, [8, 4])
+    mem = m["memorisation"]
+    assert mem["protocol_details"]["held_out_source"].startswith("the references that are not training cases")
+    assert "2 of 4" in mem["protocol_details"]["held_out_source"] and mem["protocol_details"]["n_held_out"] == 2
+    assert mem["flagged"] == [True, False, False], mem
+    assert "--medicalnet" in m["skipped"]["fid"] and "--segmenter" in m["skipped"]["fid"]
+    assert "skipped fid: no feature extractor: pass --medicalnet" in o.out and "memorisation 1 of 3 flagged" in o.out, o.out
+    # --out is never overwritten without --force
+    before = out.read_bytes()
+    rc = main(["evaluate", "--reference", str(tmp_path/"real"), "--samples", str(tmp_path/"gen"), "--out", str(out)])
+    err = capsys.readouterr().err
+    assert rc == 2 and err.count("\n") == 1 and "exists; pass --force" in err, err
+    assert out.read_bytes() == before
+    rc = main(["evaluate", "--reference", str(tmp_path/"real"), "--samples", str(tmp_path/"gen"), "--out", str(out), "--force"])
+    assert rc == 0 and load_json(out)["inputs"]["masks"] is None
+
+def test_mask_pairing_fallback_and_mismatch(tmp_path, capsys):
+    s = load_sample("lung1")
+    for i, (n, mname) in enumerate((("x", "m2"), ("y", "m1"))):
+        img, lab = _crop(s, 40 + 30 * i, 30)
+        save_volume(tmp_path/"gen"/f"{n}.nii.gz", img, s.affine); save_volume(tmp_path/"masks"/f"{mname}.nii.gz", lab, s.affine, dtype=np.uint8)
+    rc = main(["evaluate", "--reference", str(tmp_path/"gen"), "--samples", str(tmp_path/"gen"), "--masks", str(tmp_path/"masks"),
+               "--out", str(tmp_path/"m.json")])
+    err = capsys.readouterr().err
+    assert rc == 0, err
+    assert err.startswith("medlord evaluate: warning: ") and "sorted order" in err and err.count("\n") == 1, err
+    assert load_json(tmp_path/"m.json")["inputs"]["mask_pairing"].startswith("sorted order")
+    rc = main(["evaluate", "--reference", str(tmp_path/"gen"), "--samples", str(tmp_path/"gen"), "--masks", str(tmp_path/"masks"/"m1.nii.gz"),
+               "--out", str(tmp_path/"m2.json")])
+    err = capsys.readouterr().err
+    assert rc == 2 and err.count("\n") == 1 and "no mask of the same file stem" in err, err
+    assert not (tmp_path/"m2.json").exists()
+
+def test_positional_alias_and_help(tmp_path, capsys):
+    rc = main(["evaluate", str(tmp_path/"a"), str(tmp_path/"b"), "--masks", str(tmp_path/"m"), "--dry_run"])
+    out = capsys.readouterr().out
+    import yaml
+    d = yaml.safe_load(out)
+    assert rc == 0 and d["reference"] == [str(tmp_path/"a")] and d["samples"] == [str(tmp_path/"b")] and d["masks"] == [str(tmp_path/"m")]
+    rc = main(["evaluate", "--reference", "r1", "r2", "--reference", "r3", "--samples", "s", "--dry_run"])
+    assert rc == 0 and yaml.safe_load(capsys.readouterr().out)["reference"] == ["r1", "r2", "r3"]
+    rc = main(["evaluate", "a", "b", "--samples", "c"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "not both" in err and err.count("\n") == 1, err
+    rc = main(["evaluate", "--reference", str(tmp_path/"nope"), "--samples", str(tmp_path/"nope"), "--out", str(tmp_path/"x.json")])
+    err = capsys.readouterr().err
+    assert rc == 2 and "no such file or folder" in err and err.count("\n") == 1, err
+    assert main(["evaluate", "--help"]) == 0
+    h = capsys.readouterr().out
+    assert "--reference PATHS --samples PATHS [--masks PATHS]" in h and "REFERENCE SAMPLES" in h and "--force" in h, h

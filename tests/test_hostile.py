@@ -215,6 +215,27 @@ def test_full_disk_during_checkpoint(capsys, w, tmp_path, monkeypatch):
 def test_full_disk_during_sample(capsys, w, monkeypatch):
     _enospc_for(monkeypatch, ".mask_000.nii.gz.")
     sample(capsys, w, w.mask, match="no space left on device")
+    import json
+    js = json.loads((w.d/"out"/"samples.json").read_text(encoding="utf-8"))      # the index never lists it as written
+    assert [(e["file"], e["status"]) for e in js["samples"]] == [("mask_000.nii.gz", "failed")], js
+    assert "no space left on device" in js["samples"][0]["error"]
+
+# ---- evaluate ------------------------------------------------------------------------------------------------------
+
+def test_evaluate_corrupt_sample(capsys, w, tmp_path):
+    bad = tmp_path/"gen"/"bad.nii.gz"; bad.parent.mkdir(); bad.write_bytes(b"\x1f\x8b" + os.urandom(64))
+    fails(capsys, "evaluate", "--reference", w.image, "--samples", bad, "--out", tmp_path/"m.json", match="bad.nii.gz", roots=(tmp_path,))
+    assert not (tmp_path/"m.json").exists()
+
+def test_evaluate_out_is_a_folder(capsys, w, tmp_path):
+    fails(capsys, "evaluate", "--reference", w.image, "--samples", w.image, "--out", tmp_path, match="is a folder", roots=(tmp_path,))
+
+def test_evaluate_mask_off_grid(capsys, w, tmp_path):
+    (tmp_path/"s").mkdir(); (tmp_path/"m").mkdir()
+    m = nii(tmp_path/"m"/"ct_mask.nii.gz", w.lab[:-1], w.affine, np.uint8)          # pairs with ct.nii.gz by stem, one row short
+    ct = nii(tmp_path/"s"/"ct.nii.gz", w.ct, w.affine, np.float32)
+    fails(capsys, "evaluate", "--reference", w.image, "--samples", ct, "--masks", m, "--out", tmp_path/"m.json",
+          match="not on the grid", roots=(tmp_path,))
 
 KILLER = '''
 import os, sys, tempfile
