@@ -4,6 +4,7 @@
 
 # %% ../nbs/07_fullres.ipynb #77d3885e
 from __future__ import annotations
+import contextlib
 from typing import Callable, Literal, Sequence
 import torch
 import torch.nn as nn
@@ -12,22 +13,28 @@ from .core import get_device, autocast
 from .samplers import Sampler, sample_loop
 
 # %% auto #0
-__all__ = ['one_pass_fn', 'windowed_fn', 'sample_volume']
+__all__ = ['one_pass_fn', 'windowed_fn', 'inference_weights', 'sample_volume']
 
 # %% ../nbs/07_fullres.ipynb #a9df46d0
 def _call(model, x, t, cond):
     return model(x, t) if cond is None else model(x, t, cond)
 
+def _model_device(model, default):
+    p = next(iter(model.parameters()), None)
+    return p.device if p is not None else torch.device(default)
+
 def one_pass_fn(model:nn.Module, # denoiser called as model(x_t, t[, cond])
                 cond:torch.Tensor|None=None, # full-volume condition (B, Cc, *spatial), e.g. one-hot + coords
                 amp:bool=True, # bf16 autocast on CUDA
                ) -> Callable:
-    "The denoiser as `model_fn(x_t, t)` over the whole volume in one pass."
+    "The denoiser as `model_fn(x_t, t)` over the whole volume in one pass (on the model's device; the result comes back to x_t's)."
     def fn(x_t, t):
         if cond is not None and cond.shape[2:] != x_t.shape[2:]:
             raise ValueError(f"condition spatial shape {tuple(cond.shape[2:])} != volume shape {tuple(x_t.shape[2:])}")
-        with autocast(x_t.device, amp):
-            return _call(model, x_t, t, cond).float()
+        dev = _model_device(model, x_t.device)
+        c = None if cond is None else cond.to(dev)
+        with autocast(dev, amp):
+            return _call(model, x_t.to(dev), t.to(dev), c).float().to(x_t.device)
     return fn
 
 # %% ../nbs/07_fullres.ipynb #3b8bd592
@@ -64,6 +71,25 @@ def windowed_fn(model:nn.Module, # denoiser called as model(x_t, t[, cond])
                                         sw_device=sw_device, device=out_device or x_t.device, with_coord=True, t=t)
     return fn
 
+# %% ../nbs/07_fullres.ipynb #b276215f
+@contextlib.contextmanager
+def inference_weights(model:nn.Module, # the network to sample with (its parameters and buffers are swapped in place)
+                      dtype:torch.dtype|None=torch.bfloat16, # dtype of the floating weights inside the context; None: no change
+                      stash:str|torch.device="cpu", # where the original weights wait meanwhile
+                     ):
+    "Hold `model`'s floating weights in `dtype` inside the context (originals wait in `stash`), and restore them exactly on exit."
+    if dtype is None: yield model; return
+    saved = []
+    with torch.no_grad():
+        for t in list(model.parameters()) + list(model.buffers()):
+            if t.is_floating_point() and t.dtype != dtype:
+                saved.append((t, t.data if t.device == torch.device(stash) else t.data.to(stash)))
+                t.data = t.data.to(dtype)
+    try: yield model
+    finally:
+        with torch.no_grad():
+            for t, orig in saved: t.data = orig.to(t.device)
+
 # %% ../nbs/07_fullres.ipynb #acc01e43
 def sample_volume(model:nn.Module, # denoiser called as model(x_t, t[, cond])
                   sampler:Sampler, # DDPM, DDIM, DPM-Solver++ ... (holds the schedule and timesteps)
@@ -76,10 +102,15 @@ def sample_volume(model:nn.Module, # denoiser called as model(x_t, t[, cond])
                   device:str|torch.device="auto", # where the model runs
                   amp:bool=True, # bf16 autocast on CUDA
                   progress:bool=True, # tqdm bar over steps
+                  volume_device:str|torch.device|None=None, # where x_t, the condition and the blended output live (None: `device`; "cpu": only windows on the GPU)
+                  weights_dtype:torch.dtype|None=None, # e.g. torch.bfloat16: hold the weights in this dtype while sampling (see `inference_weights`)
                  ) -> torch.Tensor:
     "Sample a complete volume conditioned on `cond`, in one pass or with overlapping windows."
     dev = get_device(device)
+    vdev = dev if volume_device is None else torch.device(volume_device)
     model = model.to(dev).eval()
-    c = cond.to(dev) if cond is not None else None
-    fn = one_pass_fn(model, c, amp) if window is None else windowed_fn(model, c, window, overlap, sw_batch_size=sw_batch_size, amp=amp)
-    return sample_loop(fn, sampler, shape=tuple(shape), generator=generator, device=dev, progress=progress)
+    c = cond.to(vdev) if cond is not None else None
+    fn = one_pass_fn(model, c, amp) if window is None else \
+         windowed_fn(model, c, window, overlap, sw_batch_size=sw_batch_size, sw_device=dev, out_device=vdev, amp=amp)
+    with inference_weights(model, weights_dtype):
+        return sample_loop(fn, sampler, shape=tuple(shape), generator=generator, device=vdev, progress=progress)

@@ -17,8 +17,8 @@ _json = json
 from .unet import _LiveBytes
 
 # %% auto #0
-__all__ = ['Precision', 'PRECISIONS', 'PLANNERS', 'PRESETS', 'PHASES', 'PATCH_PRESETS', 'LATENT_PRESETS', 'mark', 'LiveBytes',
-           'EmulatedAutocast', 'precision_context', 'cast_module', 'ModelSpec', 'TrainStep', 'DenoiseStep',
+__all__ = ['Precision', 'PRECISIONS', 'PLANNERS', 'PRESETS', 'PHASES', 'PATCH_PRESETS', 'LATENT_PRESETS', 'mark', 'on_host',
+           'LiveBytes', 'EmulatedAutocast', 'precision_context', 'cast_module', 'ModelSpec', 'TrainStep', 'DenoiseStep',
            'PhaseEstimate', 'estimate_fake', 'estimate_peak', 'DecodeStep', 'MeasuredPeak', 'measure_peaks',
            'measure_peak', 'PlanError', 'needed_bytes', 'Trial', 'PhasePlan', 'evaluate', 'window_candidates',
            'search_windows', 'Plan', 'register_planner', 'preset_config', 'patch_model_spec', 'plan', 'require_fits',
@@ -31,6 +31,15 @@ def mark(name:str, # label of this point of the phase, e.g. "model" or "inputs"
         ) -> None:
     "Record the current live bytes under `name` in the innermost active tracker (no-op without one)."
     if _MARKERS: _MARKERS[-1].mark(name)
+
+_HOST = [0]   # > 0 inside `on_host()`: allocations there are host memory, not the device's
+
+@contextlib.contextmanager
+def on_host():
+    "Inside this context, new tensors are host memory a phase keeps off the device (e.g. an EMA copy in RAM): trackers do not count them."
+    _HOST[0] += 1
+    try: yield
+    finally: _HOST[0] -= 1
 
 def _placeholder(t:torch.Tensor):
     if t.dtype == torch.bool: return True
@@ -64,7 +73,7 @@ class LiveBytes(_LiveBytes):
             if not isinstance(o, torch.Tensor): continue
             if self.devices is not None and o.device.type not in self.devices: continue   # e.g. host memory
             st = o.untyped_storage(); key, nb = id(st), st.nbytes()
-            if nb == 0 or key in ins or key in self.live: continue   # views / in-place: an input's storage
+            if nb == 0 or key in ins or key in self.live or _HOST[0]: continue   # views / in-place: an input's storage; host memory
             self.live[key] = nb; self.cur += nb; self.peak = max(self.peak, self.cur)
             self._seg_peak = max(self._seg_peak, self.cur)
             weakref.finalize(st, self._free, key)
@@ -231,6 +240,7 @@ class TrainStep:
     ema: bool = True # keep an EMA copy of the weights
     grad_clip: bool = True # clip the gradient norm
     name: str = "train_step" # label in reports
+    ema_host: bool = False # keep the EMA copy in host memory (training.TrainConfig.ema_device='cpu'): the device holds no copy
 
     def __post_init__(self):
         object.__setattr__(self, "batch_shape", _shape(self.batch_shape, "batch_shape")); _check_precision(self.precision)
@@ -241,7 +251,10 @@ class TrainStep:
         model = _build(self.model, dev).train()
         if self.precision == "bf16-pure": cast_module(model, torch.bfloat16)
         params = [p for p in model.parameters() if p.requires_grad]
-        ema = [p.detach().clone() for p in params] if self.ema else []
+        host = torch.device("cpu")
+        if self.ema and self.ema_host:
+            with on_host(): ema = [p.detach().to(host, copy=True) for p in params]
+        else: ema = [p.detach().clone() for p in params] if self.ema else []
         opt = torch.optim.AdamW(params, lr=1e-4, foreach=True)
         for p in params:                                                 # AdamW's state, as it exists from step 2 on
             opt.state[p] = {"step": torch.tensor(0.0), "exp_avg": torch.zeros_like(p), "exp_avg_sq": torch.zeros_like(p)}
@@ -263,7 +276,9 @@ class TrainStep:
         else: loss.backward()
         if self.grad_clip: torch.nn.utils.clip_grad_norm_(params, 1.0, foreach=True)
         opt.step()
-        if ema: torch._foreach_lerp_(ema, [p.detach() for p in params], 0.001)
+        if ema and self.ema_host:
+            with on_host(): torch._foreach_lerp_(ema, [p.detach().to(host) for p in params], 0.001)   # copies to host, then the update
+        elif ema: torch._foreach_lerp_(ema, [p.detach() for p in params], 0.001)
         opt.zero_grad(set_to_none=True)
         return loss.detach()
 
@@ -280,10 +295,15 @@ class DenoiseStep:
     name: str = "denoise_step" # label in reports
     frozen: bool = False # weights with requires_grad=False: autocast then keeps no bf16 copies of them
     inferer: str = "fullres" # 'fullres' (our windowed_fn) or 'monai' (SlidingWindowInferer on the image+condition concatenation)
+    weights: str = "fp32" # dtype the weights are held in while sampling: 'fp32' or 'bf16' (fullres.inference_weights)
+    host_volume: bool = False # windows only: x_t, the condition and the blended output in host memory, only windows on the device
 
     def __post_init__(self):
         object.__setattr__(self, "shape", _shape(self.shape, "shape")); _check_precision(self.precision)
         if self.inferer not in ("fullres", "monai"): raise ValueError(f"inferer must be 'fullres' or 'monai', got {self.inferer!r}")
+        if self.weights not in ("fp32", "bf16"): raise ValueError(f"weights must be 'fp32' or 'bf16', got {self.weights!r}")
+        if self.host_volume and self.window is None:
+            raise ValueError("host_volume=True needs a window: a one-pass denoiser needs the whole volume on the device")
         if not 0 <= self.overlap < 1: raise ValueError(f"overlap must be in [0, 1), got {self.overlap}")
         if self.window is not None:
             w = tuple(int(s) for s in self.window)
@@ -296,6 +316,10 @@ class DenoiseStep:
         sp, pre = self.shape[2:], self.shape[:2]
         if self.window is None: return estimate_fake(self)
         step = [max(1, int(w * (1 - self.overlap))) for w in self.window]      # MONAI's scan interval
+        if self.host_volume:                                                   # the device sees windows only: any crop with a few will do
+            crop = tuple(min(s, w + st) for s, w, st in zip(sp, self.window, step))
+            e = estimate_fake(dataclasses.replace(self, shape=pre + crop), split_host=True)
+            return e._replace(name=self.name, input_bytes=0)
         s1 = tuple(min(s, w + st) for s, w, st in zip(sp, self.window, step))
         s2 = tuple(min(s, w + 2 * st) for s, w, st in zip(sp, self.window, step))
         if s2 == sp: return estimate_fake(self)
@@ -306,17 +330,20 @@ class DenoiseStep:
         segs = tuple((k, lin(g1[k], g2[k])) for k in g1)                     # their maximum is not: extrapolate each
         return PhaseEstimate(self.name, max(v for _, v in segs), e1.model_bytes, lin(e1.input_bytes, e2.input_bytes), segs)
 
-    def __call__(self, device:str|torch.device="cpu") -> torch.Tensor:
+    def __call__(self, device:str|torch.device="cpu", # where the network runs
+                 host:str|torch.device|None=None, # where the volume lives with host_volume (default 'cpu')
+                ) -> torch.Tensor:
         dev = torch.device(device)
+        vol = torch.device(host if host is not None else "cpu") if self.host_volume else dev
         cuda_amp = self.precision == "bf16" and dev.type == "cuda"
         model = _build(self.model, dev).eval()
         if self.frozen: model.requires_grad_(False)
-        if self.precision == "bf16-pure": cast_module(model, torch.bfloat16)
+        if self.precision == "bf16-pure" or self.weights == "bf16": cast_module(model, torch.bfloat16)
         mark("model")
         dt = torch.bfloat16 if self.precision == "bf16-pure" else torch.float32
-        x_t = torch.randn(self.shape, dtype=dt, device=dev)
-        cond = torch.randn(self.shape[0], self.cond_channels, *self.shape[2:], dtype=dt, device=dev) if self.cond_channels else None
-        t = torch.full((self.shape[0],), 500, dtype=torch.long, device=dev)
+        x_t = torch.randn(self.shape, dtype=dt, device=vol)
+        cond = torch.randn(self.shape[0], self.cond_channels, *self.shape[2:], dtype=dt, device=vol) if self.cond_channels else None
+        t = torch.full((self.shape[0],), 500, dtype=torch.long, device=vol)
         mark("inputs")
         ctx = EmulatedAutocast() if self.precision == "bf16" and dev.type != "cuda" else contextlib.nullcontext()
         with torch.no_grad(), ctx:
@@ -331,9 +358,9 @@ class DenoiseStep:
                     seen[0] += 1
                     if fake and seen[0] > 2: raise _StopWindows()
                 fn = windowed_fn(model, cond, self.window, overlap=self.overlap, sw_batch_size=self.sw_batch_size,
-                                 amp=cuda_amp, on_window=stop_early)
+                                 sw_device=dev, out_device=vol, amp=cuda_amp, on_window=stop_early)
                 try: out = fn(x_t, t)
-                except _StopWindows: out = torch.empty(x_t.shape, dtype=torch.float32, device=dev)   # stands in for the blended output
+                except _StopWindows: out = torch.empty(x_t.shape, dtype=torch.float32, device=vol)   # stands in for the blended output
             out = out.to(x_t.dtype)
             mark("update")
             x0 = 0.8 * x_t - 0.6 * out; eps = 0.6 * x_t + 0.8 * out              # v-prediction -> x0, eps
@@ -346,12 +373,13 @@ class DenoiseStep:
         def net(win):
             seen[0] += 1
             if fake and self.window is not None and seen[0] > 2: raise _StopWindows()
-            with autocast(dev, cuda_amp): return model(win, t[:1].expand(win.shape[0])).float()
+            with autocast(dev, cuda_amp): return model(win, t[:1].to(win.device).expand(win.shape[0])).float()
         if self.window is None: return net(inp)
         from monai.inferers import SlidingWindowInferer
-        sw = SlidingWindowInferer(self.window, self.sw_batch_size, self.overlap, mode="gaussian", sw_device=dev, device=dev)
+        vol = x_t.device
+        sw = SlidingWindowInferer(self.window, self.sw_batch_size, self.overlap, mode="gaussian", sw_device=dev, device=vol)
         try: return sw(inp, net)
-        except _StopWindows: return torch.empty(x_t.shape, dtype=torch.float32, device=dev)
+        except _StopWindows: return torch.empty(x_t.shape, dtype=torch.float32, device=vol)
 
 # %% ../nbs/14_memory.ipynb #96237a64
 class PhaseEstimate(NamedTuple):
@@ -402,10 +430,12 @@ class DecodeStep:
     overlap: float = 0.25 # tile overlap (blending only: halos make tiles exact)
     frozen: bool = False # weights with requires_grad=False (no autocast weight cache)
     name: str = "decode" # label in reports
+    weights: str = "fp32" # dtype the weights are held in while decoding: 'fp32' or 'bf16' (fullres.inference_weights)
 
     def __post_init__(self):
         object.__setattr__(self, "latent_shape", _shape(self.latent_shape, "latent_shape")); _check_precision(self.precision)
         if not 0 <= self.overlap < 1: raise ValueError(f"overlap must be in [0, 1), got {self.overlap}")
+        if self.weights not in ("fp32", "bf16"): raise ValueError(f"weights must be 'fp32' or 'bf16', got {self.weights!r}")
         if self.tile is not None:
             t = tuple(int(s) for s in self.tile)
             if len(t) != len(self.latent_shape) - 2 or min(t) < 1:
@@ -430,7 +460,7 @@ class DecodeStep:
         cuda_amp = self.precision == "bf16" and dev.type == "cuda"
         model = _build(self.model, dev).eval()
         if self.frozen: model.requires_grad_(False)
-        if self.precision == "bf16-pure": cast_module(model, torch.bfloat16)
+        if self.precision == "bf16-pure" or self.weights == "bf16": cast_module(model, torch.bfloat16)
         mark("model")
         dt = torch.bfloat16 if self.precision == "bf16-pure" else torch.float32
         z = torch.randn(self.latent_shape, dtype=dt, device=dev if self.tile is None else host)
@@ -706,6 +736,8 @@ def _fmt_setting(d:dict) -> str:
         elif k == "patch_size": parts.append(f"patch {'x'.join(map(str, v))}")
         elif k == "use_checkpointing": parts.append("checkpointing " + ("on" if v else "off"))
         elif k == "batch_size": parts.append(f"batch {v}")
+        elif k == "host_volume": parts.append("volume in host memory" if v else "volume on the GPU")
+        elif k == "ema_device": parts.append("EMA in host memory" if v == "cpu" else "EMA on the GPU")
         else: parts.append(f"{k} {v}")
     return ", ".join(parts)
 
@@ -814,20 +846,27 @@ def _patch_cfg(cfg):
     return cfg
 
 def _plan_denoise(spec, cc, shape, precision, overlap, budget, margin, max_sw_batch_size=4, channels=1, frozen=False,
-                  what="volume") -> PhasePlan:
-    def make(window=None, sw_batch_size=1):
-        return DenoiseStep(spec, (1, channels, *shape), cc, precision, window, overlap, sw_batch_size, frozen=frozen)
+                  what="volume", weights="fp32", host_volume:bool|None=False) -> PhasePlan:
+    "One pass if it fits; else the largest window with the volume on the device; else (host_volume=None) with the volume in host memory."
+    def make(window=None, sw_batch_size=1, host_volume=False):
+        return DenoiseStep(spec, (1, channels, *shape), cc, precision, window, overlap, sw_batch_size, frozen=frozen,
+                           weights=weights, host_volume=host_volume)
     tried = []
     one = evaluate(make, dict(window=None, sw_batch_size=1), budget, margin, tried)
     if one.fits: return PhasePlan("denoise", one.settings, one.estimate_bytes, one.needed_bytes, True, tried, f"one pass over the whole {what}")
     mult = 2 ** (len(_thaw(dict(spec.kwargs).get("channels", (1,)))) - 1)
-    best = search_windows(make, shape, budget, margin, mult, max_sw_batch_size, tried)
+    best, note = None, f"one pass needs {format_size(one.needed_bytes)}; largest window that fits"
+    for hv in ((False, True) if host_volume is None else (bool(host_volume),)):
+        best = search_windows(make, shape, budget, margin, mult, max_sw_batch_size, tried, fixed={"host_volume": hv} if hv else None)
+        if best is not None:
+            if hv: note += ", with the volume in host memory (only windows on the GPU)"
+            break
     if best is None:
         last = min(tried, key=lambda t: t.needed_bytes)                  # the closest miss
         return PhasePlan("denoise", last.settings, last.estimate_bytes, last.needed_bytes, False, tried,
-                         "no window fits: the full-volume buffers (input, condition, blended output) alone exceed the budget")
-    return PhasePlan("denoise", {**best.settings, "overlap": overlap}, best.estimate_bytes, best.needed_bytes, True, tried,
-                     f"one pass needs {format_size(one.needed_bytes)}; largest window that fits")
+                         "no window fits: the weights and one window's activations (with the full-volume buffers, if on the device) "
+                         "exceed the budget")
+    return PhasePlan("denoise", {**best.settings, "overlap": overlap}, best.estimate_bytes, best.needed_bytes, True, tried, note)
 
 def _train_candidates(cfg, mult):
     B, P = cfg.batch_size, tuple(cfg.patch_size)
@@ -860,14 +899,20 @@ def _plan_patch(cfg, shape, precision, budget, margin, phases=("train", "denoise
     if "train" in phases: out["train"] = _plan_train(cfg, precision, budget, margin)
     if "denoise" in phases:
         out["denoise"] = _plan_denoise(patch_model_spec(dataclasses.replace(cfg, use_checkpointing=False)), cfg.cond_channels,
-                                       shape, precision, cfg.overlap, budget, margin)
+                                       shape, precision, cfg.overlap, budget, margin, weights=_patch_weights(cfg, precision),
+                                       host_volume=None if hasattr(cfg, "host_volume") else False)
     return out
+
+def _patch_weights(cfg, precision):
+    return getattr(cfg, "inference_weights", "fp32") if precision == "bf16" else "fp32"
 
 def _configured_patch(cfg, shape, precision, phase):
     if phase == "denoise":
+        hv = bool(getattr(cfg, "host_volume", False)) and cfg.window is not None
         ph = DenoiseStep(patch_model_spec(dataclasses.replace(cfg, use_checkpointing=False)), (1, 1, *shape), cfg.cond_channels,
-                         precision, cfg.window, cfg.overlap, 1)
-        return ph, _fmt_setting({"window": cfg.window}), f"denoising a {'x'.join(map(str, shape))} volume"
+                         precision, cfg.window, cfg.overlap, 1, weights=_patch_weights(cfg, precision), host_volume=hv)
+        s = {"window": cfg.window, **({"host_volume": True} if hv else {})}
+        return ph, _fmt_setting(s), f"denoising a {'x'.join(map(str, shape))} volume"
     ph = TrainStep(patch_model_spec(cfg), (cfg.batch_size, 1, *cfg.patch_size), cfg.cond_channels, precision,
                    ema=cfg.ema_decay is not None, grad_clip=cfg.grad_clip is not None)
     return (ph, _fmt_setting(dict(batch_size=cfg.batch_size, patch_size=cfg.patch_size, use_checkpointing=cfg.use_checkpointing)),
@@ -984,6 +1029,8 @@ class LatentPlanConfig(Config):
     ema: bool = True # keep an EMA copy of the U-Net while training
     amp: bool = True # bf16 autocast on CUDA
     freeze_weights: bool = True # sample and decode with requires_grad_(False) weights (no autocast weight cache)
+    inference_weights: Literal["fp32", "bf16"] = "bf16" # weights dtype while sampling and decoding under bf16 autocast (fullres.inference_weights)
+    ema_device: str|None = None # where training keeps the EMA copy: None = with the model, 'cpu' = host memory
     window: tuple[int, int, int]|None = None # sliding window over the LATENT for denoising (None: the whole latent)
     overlap: float = 0.25 # denoising window overlap
     decode_tile: tuple[int, int, int]|None = None # decode tile in latent voxels (None: one pass)
@@ -997,6 +1044,12 @@ class LatentPlanConfig(Config):
         if not self.vq_channels: raise ConfigError("vq_channels needs one width per 2x downsampling, e.g. (128, 256)")
         for k in ("overlap", "decode_overlap"):
             if not 0 <= getattr(self, k) < 1: raise ConfigError(f"{k} must be in [0, 1), got {getattr(self, k)}")
+        if self.inference_weights not in ("fp32", "bf16"): raise ConfigError(f"inference_weights must be 'fp32' or 'bf16', got {self.inference_weights!r}")
+        if self.ema_device not in (None, "cpu"): raise ConfigError(f"ema_device must be None (with the model) or 'cpu', got {self.ema_device!r}")
+
+    def weights_for(self, precision:str) -> str:
+        "The dtype sampling holds the weights in under `precision` (bf16 weights only under bf16 autocast)."
+        return self.inference_weights if precision == "bf16" else "fp32"
 
     @property
     def factor(self) -> int: return 2 ** len(self.vq_channels)
@@ -1040,24 +1093,30 @@ def latent_phases(cfg:LatentPlanConfig|dict|str|None, # the pipeline (a preset n
     "The latent pipeline's phases with the configured settings: {'train': TrainStep, 'denoise': DenoiseStep, 'decode': DecodeStep}."
     cfg, precision = _latent_cfg(cfg), _check_precision(precision)
     z = (1, cfg.latent_channels, *cfg.latent_shape(shape))
-    return {"train": TrainStep(latent_unet_spec(cfg), z, 0, precision, ema=cfg.ema, grad_clip=True, name="train"),
+    w = cfg.weights_for(precision)
+    return {"train": TrainStep(latent_unet_spec(cfg), z, 0, precision, ema=cfg.ema, grad_clip=True, name="train",
+                               ema_host=cfg.ema_device == "cpu"),
             "denoise": DenoiseStep(latent_unet_spec(cfg, False), z, 0, precision, cfg.window, cfg.overlap, 1, name="denoise",
-                                   frozen=cfg.freeze_weights),
-            "decode": DecodeStep(vqgan_spec(cfg), z, precision, cfg.decode_tile, cfg.decode_overlap, frozen=cfg.freeze_weights)}
+                                   frozen=cfg.freeze_weights, weights=w),
+            "decode": DecodeStep(vqgan_spec(cfg), z, precision, cfg.decode_tile, cfg.decode_overlap, frozen=cfg.freeze_weights, weights=w)}
 
 def _plan_latent_train(cfg, lat, precision, budget, margin) -> PhasePlan:
     specs = {ck: latent_unet_spec(cfg, ck) for ck in (False, True)}
-    def make(use_checkpointing, precision):
-        return TrainStep(specs[use_checkpointing], (1, cfg.latent_channels, *lat), 0, precision, ema=cfg.ema, grad_clip=True, name="train")
-    ladder = [(precision, False), (precision, True)] + ([("bf16", False), ("bf16", True)] if precision == "fp32" else [])
+    def make(use_checkpointing, precision, ema_device=cfg.ema_device):
+        return TrainStep(specs[use_checkpointing], (1, cfg.latent_channels, *lat), 0, precision, ema=cfg.ema, grad_clip=True, name="train",
+                         ema_host=ema_device == "cpu")
+    precs = [precision] + (["bf16"] if precision == "fp32" else [])
+    ladder = [dict(use_checkpointing=ck, precision=p) for p in precs for ck in (False, True)]
+    if cfg.ema and cfg.ema_device is None:                                # last lever: the EMA copy in host memory
+        ladder += [dict(use_checkpointing=True, precision=p, ema_device="cpu") for p in precs]
     tried = []
-    for prec, ck in ladder:
-        tr = evaluate(make, dict(use_checkpointing=ck, precision=prec), budget, margin, tried)
+    for s in ladder:
+        tr = evaluate(make, s, budget, margin, tried)
         if tr.fits: return PhasePlan("train", tr.settings, tr.estimate_bytes, tr.needed_bytes, True, tried,
                                      f"whole {cfg.latent_channels}x{'x'.join(map(str, lat))} latent, batch 1")
     return PhasePlan("train", tr.settings, tr.estimate_bytes, tr.needed_bytes, False, tried,
                      "even bf16 with checkpointing does not fit: weights, gradients, AdamW moments and EMA alone are "
-                     f"{format_size(estimate_peak(make(True, 'bf16')).model_bytes)}")
+                     f"{format_size(estimate_peak(make(True, 'bf16', None)).model_bytes)}")
 
 def _n_tiles(lat, tile, overlap):
     return math.prod(1 if t >= n else math.ceil((n - t) / max(1, int(t * (1 - overlap)))) + 1 for n, t in zip(lat, tile))
@@ -1065,7 +1124,8 @@ def _n_tiles(lat, tile, overlap):
 def _plan_decode(cfg, lat, precision, budget, margin) -> PhasePlan:
     spec, C = vqgan_spec(cfg), cfg.latent_channels
     def make(decode_tile=None, decode_overlap=cfg.decode_overlap):
-        return DecodeStep(spec, (1, C, *lat), precision, decode_tile, decode_overlap, frozen=cfg.freeze_weights)
+        return DecodeStep(spec, (1, C, *lat), precision, decode_tile, decode_overlap, frozen=cfg.freeze_weights,
+                          weights=cfg.weights_for(precision))
     tried = []
     one = evaluate(make, dict(decode_tile=None), budget, margin, tried)
     if one.fits: return PhasePlan("decode", one.settings, one.estimate_bytes, one.needed_bytes, True, tried, "one pass over the whole latent")
@@ -1088,14 +1148,15 @@ def _plan_latent(cfg, shape, precision, budget, margin, phases=("train", "denois
     if "train" in phases: out["train"] = _plan_latent_train(cfg, lat, precision, budget, margin)
     if "denoise" in phases:
         out["denoise"] = _plan_denoise(latent_unet_spec(cfg, False), 0, lat, precision, cfg.overlap, budget, margin,
-                                       channels=cfg.latent_channels, frozen=cfg.freeze_weights, what="latent")
+                                       channels=cfg.latent_channels, frozen=cfg.freeze_weights, what="latent",
+                                       weights=cfg.weights_for(precision))
     if "decode" in phases: out["decode"] = _plan_decode(cfg, lat, precision, budget, margin)
     return out
 
 def _configured_latent(cfg, shape, precision, phase):
     ph = latent_phases(cfg, shape, precision)[phase]
     lat = f"{cfg.latent_channels}x{'x'.join(map(str, cfg.latent_shape(shape)))} latent of a {'x'.join(map(str, shape))} volume"
-    setting = {"train": lambda: _fmt_setting({"use_checkpointing": cfg.use_checkpointing}),
+    setting = {"train": lambda: _fmt_setting({"use_checkpointing": cfg.use_checkpointing, "ema_device": cfg.ema_device}),
                "denoise": lambda: _fmt_setting({"window": cfg.window}),
                "decode": lambda: _fmt_setting({"decode_tile": cfg.decode_tile, "decode_overlap": cfg.decode_overlap})}[phase]()
     what = {"train": f"a training step on the {lat}", "denoise": f"denoising the {lat}", "decode": f"decoding the {lat}"}[phase]

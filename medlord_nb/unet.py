@@ -156,8 +156,10 @@ def group_norm_act(x:torch.Tensor|Sequence[torch.Tensor], # (B, C, *spatial), or
         if scale is not None: h = h * (1 + unsqueeze_right(scale.to(h.dtype), h.ndim)) + unsqueeze_right(shift.to(h.dtype), h.ndim)
         return F.silu(h) if act else h
     dev = xs[0].device.type
-    out_dtype = torch.get_autocast_dtype(dev) if torch.is_autocast_enabled(dev) else xs[0].dtype
-    with torch.autocast(dev, enabled=False):
+    try: amp = torch.is_autocast_enabled(dev)
+    except RuntimeError: amp = False                                       # a device type without autocast (e.g. 'meta')
+    out_dtype = torch.get_autocast_dtype(dev) if amp else xs[0].dtype
+    with torch.autocast(dev, enabled=False) if amp else contextlib.nullcontext():
         return _GroupNormAct.apply(norm.weight, norm.bias, scale, shift, norm.num_groups, norm.eps, act, out_dtype,
                                    NORM_CHUNK_BYTES, *[t.contiguous() for t in xs])
 
@@ -394,6 +396,8 @@ class UNet(nn.Module):
     def _block(self, m, h, emb):
         return h if isinstance(m, nn.Identity) else self._ckpt(m, h, emb)
 
+    def _head(self, h): return self.out[2](group_norm_act(h, self.out[0]))
+
     def _merge_res(self, res, h, skip, emb):
         return res((h + skip) / 2 if self.additive_skips else (h, skip), emb)   # concat: read as one, never copied (see ResBlock)
 
@@ -427,7 +431,7 @@ class UNet(nn.Module):
         for lvl in self.down:
             for r, a in zip(lvl.res, lvl.attn):
                 h = self._block(a, self._block(r, h, emb), emb); skips.append(h)
-            if lvl.sample is not None: h = lvl.sample(h, emb); skips.append(h)
+            if lvl.sample is not None: h = self._block(lvl.sample, h, emb); skips.append(h)
         if down_block_additional_residuals is not None:
             skips = [s + r for s, r in zip(skips, down_block_additional_residuals)]
         r1, r2 = self.mid.res
@@ -437,8 +441,8 @@ class UNet(nn.Module):
             for r, a in zip(lvl.res, lvl.attn):
                 h = self._ckpt(functools.partial(self._merge_res, r), h, skips.pop(), emb)   # pop: free skips early
                 h = self._block(a, h, emb)
-            if lvl.sample is not None: h = lvl.sample(h, emb)
-        h = self.out[2](group_norm_act(h, self.out[0]))                             # GroupNorm -> SiLU -> conv
+            if lvl.sample is not None: h = self._block(lvl.sample, h, emb)
+        h = self._ckpt(self._head, h)                                                 # GroupNorm -> SiLU -> conv
         return h[(slice(None), slice(None), *[slice(0, s) for s in spatial])]
 
 # %% ../nbs/05_unet.ipynb #b8c1658e
