@@ -482,6 +482,7 @@ def _record_samples(path:Path, # samples.json
         for e in entries:
             if e["file"] in at: cur[at[e["file"]]] = e
             else: at[e["file"]] = len(cur); cur.append(e)
+        cur.sort(key=lambda e: e.get("index", 0))         # job order, whichever process finished first
         save_json({**head, "samples": cur}, path)
 
 def sample(run:str, # trained run directory (holds config.yaml and its pipeline's final checkpoint)
@@ -522,7 +523,7 @@ def sample(run:str, # trained run directory (holds config.yaml and its pipeline'
     jobs = [dict(file=f"{names[j]}_{k:03d}.nii.gz", mask=str(masks[j]), image=str(images[j]) if images else None, seed=seed + k)
             for j in range(len(masks)) for k in range(n)]
     info = _rank()
-    for i, jb in enumerate(jobs): jb["rank"] = i % info.world_size
+    for i, jb in enumerate(jobs): jb["index"], jb["rank"] = i, i % info.world_size
     mine = [jb for jb in jobs if jb["rank"] == info.rank]
     if dry_run: _print_yaml({"run": str(run_), "out": str(outd), "processes": info.world_size, "config": cfg.to_dict(), "jobs": jobs}); return
     missing = [str(p) for p in masks + images if not p.exists()]

@@ -370,9 +370,10 @@ class CFGDenoiser(nn.Module):
                  model:nn.Module, # conditional model called as model(x_t, t, cond, **kwargs), trained with ConditionDropout
                  guidance_scale:float=1.5, # w: 1 = conditional, 0 = unconditional, > 1 = stronger adherence
                  batched:bool=True, # one call with batch 2B (faster); False: two calls of B (less memory)
+                 shortcut:bool=True, # w = 1 (w = 0): one call of the conditional (null-map) model, the exact value; False: the formula
                 ):
         super().__init__()
-        self.model, self.guidance_scale, self.batched = model, float(guidance_scale), batched
+        self.model, self.guidance_scale, self.batched, self.shortcut = model, float(guidance_scale), batched, shortcut
 
     def forward(self, x_t:torch.Tensor, # (B, C, *spatial)
                 t:torch.Tensor|float|int, # (B,) or a scalar
@@ -382,9 +383,9 @@ class CFGDenoiser(nn.Module):
         if any(isinstance(m, ConditionDropout) and m.training for m in self.model.modules()):
             raise RuntimeError("the model is in training mode, so ConditionDropout would drop conditions while sampling; call .eval() first")
         w = self.guidance_scale
-        if w == 1.0: return self.model(x_t, t, cond, **kwargs)    # exactly the conditional model, one call
+        if self.shortcut and w == 1.0: return self.model(x_t, t, cond, **kwargs)    # exactly the conditional model, one call
         null = null_condition(cond)
-        if w == 0.0: return self.model(x_t, t, null, **kwargs)    # exactly the unconditional model
+        if self.shortcut and w == 0.0: return self.model(x_t, t, null, **kwargs)    # exactly the unconditional model
         if self.batched:
             B = x_t.shape[0]
             tt = torch.as_tensor(t, device=x_t.device)

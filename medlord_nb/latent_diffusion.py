@@ -11,13 +11,13 @@ import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from .core import Config, ConfigError, seed_everything, get_device, write_metrics
+from .core import Config, ConfigError, seed_everything, get_device, write_metrics, save_json, load_json
 from .data import CTVolume, load_sample, list_samples, load_image_and_mask, save_volume, unit_to_hu, PatchSampler, LABELS
 from .schedules import NoiseSchedule
 from .samplers import DDPMSampler, DDIMSampler, DPMSolverPP2MSampler
 from .unet import UNet
 from .training import Trainer, TrainConfig, Batch
-from .vqgan import VQGAN, VQGANTrainConfig, VQGANTrainer, make_discriminator, PerceptualLoss3D
+from .vqgan import VQGAN, VQBatch, VQGANTrainConfig, VQGANTrainer, make_discriminator, PerceptualLoss3D
 from .latents import LatentSet, LatentDiffusion, encode_dataset, encode_volume, decode_latent
 from .evaluation import conditioning_report
 from .conditioning import ConcatConditioned, ControlNetLite, ControlledUNet, SPADEUNet, ConditionDropout, CFGDenoiser
@@ -25,12 +25,12 @@ from . import patch_ddpm
 from .datasets import is_dataset, expand_samples, load_case   # volume specs shared by every pipeline
 
 # %% auto #0
-__all__ = ['ConditioningType', 'LatentDiffusionConfig', 'MedLoRDConfig', 'MedLSDMConfig', 'Prepared', 'to_source_grid', 'prepare',
-           'prepare_data', 'crop_volume', 'condition_region', 'ImagePatches', 'build_vqgan', 'train_vqgan_stage',
-           'reconstruction_psnr', 'encode_stage', 'make_condition', 'LatentBatches', 'unet_kwargs', 'build_unet',
-           'build_denoiser', 'LDMResult', 'train_ldm_stage', 'make_sampler', 'generate', 'evaluate_sample',
-           'save_outputs', 'LatentModel', 'LatentRun', 'train_all', 'load_trained', 'prepare_classes', 'sample_latent',
-           'plan_config']
+__all__ = ['ConditioningType', 'SCALE_FILE', 'LatentDiffusionConfig', 'MedLoRDConfig', 'MedLSDMConfig', 'Prepared',
+           'to_source_grid', 'prepare', 'prepare_data', 'crop_volume', 'condition_region', 'ImagePatches',
+           'build_vqgan', 'train_vqgan_stage', 'reconstruction_psnr', 'reconstruction_report', 'encode_stage',
+           'make_condition', 'LatentBatches', 'unet_kwargs', 'build_unet', 'build_denoiser', 'LDMResult',
+           'train_ldm_stage', 'make_sampler', 'generate', 'evaluate_sample', 'save_outputs', 'LatentModel', 'LatentRun',
+           'train_all', 'load_trained', 'prepare_classes', 'sample_latent', 'plan_config']
 
 # %% ../nbs/17_latent_diffusion.ipynb #d644cb9a
 ConditioningType = Literal["controlnet", "spade", "concat"]
@@ -44,6 +44,7 @@ class LatentDiffusionConfig(Config):
     labels: tuple[int, ...] = (1, 2, 3) # conditioning labels (lung, vessels, nodule); others become background
     body_class: bool = True # add a 'body' class (tissue inside the body, from HU) so air outside stays air
     image_downsample: tuple[int, int, int] = (2, 2, 1) # average-pool the CT by this per axis first ((1, 1, 1): full resolution)
+    recon_sample: str|None = "cta" # volume the VQ-GAN's reconstruction PSNR is measured on, held out of train_samples (None: the conditioning region)
     # stage 1: VQ-GAN
     vqgan_channels: tuple[int, ...] = (16, 32) # widths; 2 entries = 4x per axis, 3 = 8x
     vqgan_num_res_blocks: int = 1 # res blocks per level
@@ -170,6 +171,7 @@ class MedLSDMConfig(LatentDiffusionConfig):
     steps: int = 30 # optimiser steps (on latent crops: cheap)
     crop_size: tuple[int, int, int] = (64, 64, 16) # image crop (working-grid voxels) of training and generation (paper: 256x256x32)
     spade_hidden: int = 16 # hidden width of each SPADE norm's label-map conv (MONAI: 128)
+    spade_decoder: bool = False # Med-LSDM's optional SPADE VQ-GAN decoder: its res blocks modulated by the one-hot map
     full_volume: bool = False # True: no crop, whole latents in training and a whole volume at sampling
     system = "med_lsdm"
 
@@ -199,6 +201,12 @@ def _pool(x:torch.Tensor, f:Sequence[int]) -> torch.Tensor:
     extra = [(-n) % k for n, k in zip(x.shape[1:], f)]
     if any(extra): x = F.pad(x[None], [p for e in reversed(extra) for p in (0, e)], mode="replicate")[0]
     return (F.avg_pool2d, F.avg_pool3d)[len(f) - 2](x[None], f, f)[0]
+
+def _pad_end(x:torch.Tensor, f:int) -> torch.Tensor:
+    "(C, *spatial) replicate-padded at the far end of each axis to a multiple of f (as `VQGAN.pad` pads the image)."
+    extra = [(-n) % f for n in x.shape[1:]]
+    if not any(extra): return x
+    return F.pad(x[None], [p for e in reversed(extra) for p in (0, e)], mode="replicate")[0]
 
 def to_source_grid(x:np.ndarray|torch.Tensor, # (X', Y', Z') volume on the working grid
                    downsample:Sequence[int], # the pooling factor `prepare` used
@@ -259,16 +267,17 @@ def condition_region(vol:CTVolume, # the conditioning volume
 
 # %% ../nbs/17_latent_diffusion.ipynb #02e3e001
 class ImagePatches:
-    "A `batch_fn(generator) -> (B, 1, *patch)` of random patches from several images (optionally centred on a class)."
+    "A `batch_fn(generator) -> (B, 1, *patch)` of random patches from several images (optionally centred on a class, with their one-hot)."
     def __init__(self, volumes:Sequence[Prepared], # prepared training volumes
                  patch_size:Sequence[int], # patch shape (clipped to the smallest volume, per axis)
                  batch_size:int, # patches per batch
                  center_class:int|None=None, # class to centre some patches on (e.g. the nodule)
                  center_prob:float=0.0, # probability of centring on it
                  multiple:int=1, # clip the patch to a multiple of this (the VQ-GAN factor)
+                 with_seg:bool=False, # return `vqgan.VQBatch(image, seg)` with the patches' soft one-hot (a SPADE decoder's input)
                 ):
         if not volumes: raise ValueError("ImagePatches needs at least one volume")
-        self.volumes, self.batch_size = list(volumes), batch_size
+        self.volumes, self.batch_size, self.with_seg = list(volumes), batch_size, with_seg
         lo = [min(v.image.shape[i] for v in self.volumes) for i in range(3)]
         self.patch_size = tuple(max(multiple, min(int(p), n) // multiple * multiple) for p, n in zip(patch_size, lo))
         self.center_class, self.center_prob, self._gen = center_class, center_prob, None
@@ -280,16 +289,24 @@ class ImagePatches:
             probs = {self.center_class: self.center_prob} if self.center_class is not None and self.center_prob > 0 and (v.classes == self.center_class).any() else None
             self._samplers.append(PatchSampler(v.image, v.classes if probs else None, self.patch_size, label_probs=probs, generator=gen))
 
-    def __call__(self, gen:torch.Generator) -> torch.Tensor:
+    def __call__(self, gen:torch.Generator) -> torch.Tensor|VQBatch:
         if gen is not self._gen: self._setup(gen)
-        out = [self._samplers[int(torch.randint(len(self._samplers), (1,), generator=gen))].sample().image for _ in range(self.batch_size)]
-        return torch.stack(out)
+        imgs, segs = [], []
+        for _ in range(self.batch_size):
+            i = int(torch.randint(len(self._samplers), (1,), generator=gen))
+            p = self._samplers[i].sample(); imgs.append(p.image)
+            if self.with_seg:
+                sl = tuple(slice(s, s + n) for s, n in zip(p.start, self.patch_size))
+                segs.append(torch.from_numpy(np.ascontiguousarray(self.volumes[i].onehot[(slice(None),) + sl])))
+        return VQBatch(torch.stack(imgs), torch.stack(segs)) if self.with_seg else torch.stack(imgs)
 
 def build_vqgan(cfg:LatentDiffusionConfig) -> VQGAN:
-    "The VQ-GAN of the config (3D, 1 channel)."
+    "The VQ-GAN of the config (3D, 1 channel; with `spade_decoder`, a SPADE decoder reading the config's one-hot classes)."
+    spade = getattr(cfg, "spade_decoder", False)
     return VQGAN(3, 1, 1, channels=cfg.vqgan_channels, num_res_blocks=cfg.vqgan_num_res_blocks, latent_channels=cfg.latent_channels,
                  num_embeddings=cfg.num_embeddings, commitment_cost=cfg.commitment_cost, decay=cfg.vqgan_decay,
-                 dead_code_threshold=cfg.dead_code_threshold, use_checkpointing=cfg.vqgan_checkpointing)
+                 dead_code_threshold=cfg.dead_code_threshold, use_checkpointing=cfg.vqgan_checkpointing,
+                 spade_label_channels=cfg.num_classes if spade else 0, spade_hidden=getattr(cfg, "spade_hidden", 32))
 
 def train_vqgan_stage(cfg:LatentDiffusionConfig, # settings
                       data:dict[str, Prepared], # prepared training volumes
@@ -302,24 +319,48 @@ def train_vqgan_stage(cfg:LatentDiffusionConfig, # settings
     disc = make_discriminator(3, 1, cfg.disc_channels, cfg.disc_layers) if cfg.adv_weight > 0 else None
     perc = PerceptualLoss3D(cfg.perceptual_weights) if cfg.perceptual_weights and cfg.perceptual_weight > 0 else None
     nodule = 1 + list(cfg.labels).index(3) if 3 in cfg.labels else None
-    batches = ImagePatches(list(data.values()), cfg.vqgan_patch_size, cfg.vqgan_batch_size, nodule, cfg.vqgan_nodule_prob, cfg.downsample_factor)
+    batches = ImagePatches(list(data.values()), cfg.vqgan_patch_size, cfg.vqgan_batch_size, nodule, cfg.vqgan_nodule_prob,
+                           cfg.downsample_factor, with_seg=bool(vq.spade_label_channels))
     tr = VQGANTrainer(vq, disc, batches, cfg.vqgan_train_config(), cfg.device, Path(run)/"checkpoints"/"vqgan" if run else None,
                       perceptual=perc, progress=progress)
     tr.fit()
     tr.model.eval()
     return tr
 
+def _psnr(mse:float) -> float: return 10 * math.log10(4.0 / max(mse, 1e-12))      # data range 2 (model units)
+
 def reconstruction_psnr(vqgan:VQGAN, # trained VQ-GAN
                         prep:Prepared, # a prepared volume (working grid)
                         cfg:LatentDiffusionConfig, # settings (latent_kind, decode_tile, device, amp)
-                       ) -> dict: # {'protocol', 'psnr_db', ...}
-    "PSNR of the VQ-GAN's whole-volume reconstruction on the working grid (data range 2 in model units)."
-    z = encode_volume(vqgan, prep.image, cfg.latent_kind, cfg.device, cfg.amp)
-    rec = decode_latent(vqgan, z, prep.image.shape, cfg.decode_tile, cfg.decode_overlap, cfg.device, cfg.amp)[0].clamp(-1, 1)
-    mse = float(((rec - torch.from_numpy(prep.image)) ** 2).mean())
-    return {"protocol": "vqgan-recon-psnr-v1", "psnr_db": 10 * math.log10(4.0 / max(mse, 1e-12)), "mse_unit": mse,
+                        name:str|None=None, # which volume this is (recorded in protocol_details)
+                        in_training_set:bool|None=None, # whether the VQ-GAN was trained on it (recorded; None: not known)
+                       ) -> dict: # {'protocol', 'psnr_db', 'flat_psnr_db', 'perplexity', ...}
+    "PSNR of the VQ-GAN's whole-volume reconstruction on the working grid, next to the flat baseline of the same volume."
+    x = torch.from_numpy(np.ascontiguousarray(prep.image)).float()
+    z_e = encode_volume(vqgan, x, "mean", cfg.device, cfg.amp)
+    with torch.no_grad(): q = vqgan.quantize(z_e[None].to(next(vqgan.parameters()).device), update=False)
+    z = vqgan.quantizer.embed(q.indices)[0].float().cpu() if cfg.latent_kind == "quantized" else z_e
+    seg = _pad_end(torch.from_numpy(prep.onehot).float(), vqgan.downsample_factor) if vqgan.spade_label_channels else None
+    rec = decode_latent(vqgan, z, x.shape, cfg.decode_tile, cfg.decode_overlap, cfg.device, cfg.amp, seg=seg)[0].clamp(-1, 1)
+    mse, flat = float(((rec - x) ** 2).mean()), float(((x - x.mean()) ** 2).mean())
+    return {"protocol": "vqgan-recon-psnr-v1", "psnr_db": _psnr(mse), "mse_unit": mse,
+            "flat_psnr_db": _psnr(flat), "perplexity": float(q.perplexity), "usage": float(q.usage),
             "protocol_details": {"range": "HU [-1000, 1000] -> [-1, 1], data range 2", "grid": "working (after image_downsample)",
-                                 "shape": list(prep.image.shape), "latent": cfg.latent_kind}}
+                                 "volume": name, "in_training_set": in_training_set, "shape": list(prep.image.shape),
+                                 "latent": cfg.latent_kind, "spade_decoder": bool(vqgan.spade_label_channels),
+                                 "flat_baseline": "the volume's own mean everywhere (what a collapsed autoencoder scores)",
+                                 "perplexity": "exp(entropy) of the codes of this volume (1: a single code)"}}
+
+def reconstruction_report(vqgan:VQGAN, # trained VQ-GAN
+                          cfg:LatentDiffusionConfig, # settings (recon_sample, train_samples, condition_sample, ...)
+                          region:CTVolume|None=None, # the conditioning region: measured on when cfg.recon_sample is None
+                         ) -> dict: # `reconstruction_psnr` on that volume, saying which and whether it was trained on
+    "Reconstruction PSNR on `cfg.recon_sample` (held out of training) or, without one, on the conditioning region."
+    if cfg.recon_sample is not None: spec, vol = cfg.recon_sample, load_case(cfg.recon_sample)
+    elif region is not None: spec, vol = cfg.condition_sample, region
+    else: raise ValueError("recon_sample is None, so the PSNR is measured on the conditioning region: pass region=condition_region(...)")
+    prep = prepare(vol, cfg.labels, cfg.body_class, cfg.image_downsample)
+    return reconstruction_psnr(vqgan, prep, cfg, name=vol.name, in_training_set=str(spec) in expand_samples(cfg.train_samples))
 
 # %% ../nbs/17_latent_diffusion.ipynb #db1e15b7
 def encode_stage(vqgan:VQGAN, # trained VQ-GAN
@@ -336,11 +377,8 @@ def make_condition(prep_onehot:np.ndarray|torch.Tensor, # (K, X', Y', Z') soft o
                    cfg:LatentDiffusionConfig, # settings (conditioning, downsample_factor)
                   ) -> torch.Tensor: # (K, *cond_spatial) float32
     "The condition a denoiser takes: full-resolution one-hot padded to the latent grid (or pooled to it for concat)."
-    oh = torch.as_tensor(np.asarray(prep_onehot) if not torch.is_tensor(prep_onehot) else prep_onehot).float()
-    f = (cfg.downsample_factor,) * (oh.ndim - 1)
-    extra = [(-n) % k for n, k in zip(oh.shape[1:], f)]
-    if any(extra): oh = F.pad(oh[None], [p for e in reversed(extra) for p in (0, e)], mode="replicate")[0]
-    return _pool(oh, f) if cfg.conditioning == "concat" else oh
+    oh = _pad_end(torch.as_tensor(np.asarray(prep_onehot) if not torch.is_tensor(prep_onehot) else prep_onehot).float(), cfg.downsample_factor)
+    return _pool(oh, (cfg.downsample_factor,) * (oh.ndim - 1)) if cfg.conditioning == "concat" else oh
 
 class LatentBatches:
     "A `batch_fn(generator) -> Batch` of scaled latents (whole or cropped) with the matching condition crops."
@@ -405,6 +443,33 @@ class LDMResult(NamedTuple):
     model: nn.Module # the EMA denoiser (eval mode), called as model(x_t, t, cond[, conditioning_scale=...])
     trainer: Trainer # the conditioned model's trainer (history, checkpoints)
     base_trainer: Trainer|None # MedLoRD's unconditional base trainer (None otherwise)
+    scale_factor: float # the latent scale the denoiser was trained with (recorded next to its checkpoint): sample with this one
+
+SCALE_FILE = "latent_scale.json"  # next to a latent denoiser's last.pt: the scale factor of the latents it learned
+
+def _record_scale(ck_dir:str|Path|None, # a denoiser's checkpoint folder (None: nothing recorded)
+                  scale:float, # the scale factor of the latents it is about to train on
+                  latents:LatentSet, # those latents (fingerprint, kind)
+                  names:Sequence[str], # the volumes it trains on
+                 ) -> float: # the scale to train (and later sample) with
+    "Fix a denoiser's latent scale: written when its training starts, checked and reused when it resumes."
+    if ck_dir is None: return float(scale)
+    f = Path(ck_dir)/SCALE_FILE
+    if f.exists() and (Path(ck_dir)/"last.pt").exists():                 # a model already trained on some scale
+        rec = load_json(f)
+        if rec.get("vqgan_fingerprint") != latents.vqgan_fingerprint:
+            raise ValueError(f"{ck_dir} holds a denoiser of the latents of VQ-GAN {str(rec.get('vqgan_fingerprint'))[:12]}, these "
+                             f"latents come from VQ-GAN {latents.vqgan_fingerprint[:12]}; start a new run directory")
+        s = float(rec["scale_factor"])
+        if abs(s - scale) > 1e-3 * s:
+            raise ValueError(f"{ck_dir} was trained on latents scaled by {s:.6g} (volumes {rec.get('volumes')}), but the latents of "
+                             f"{list(names)} have scale {scale:.6g}: the training set changed. Resume with the same train_samples, "
+                             f"or start a new run directory")
+        return s
+    save_json({"scale_factor": float(scale), "vqgan_fingerprint": latents.vqgan_fingerprint, "kind": latents.kind,
+               "volumes": list(names), "what": "1/std of the unscaled latents of `volumes`; the denoiser here learned latents "
+                                               "times this number and is sampled with it (latent_diffusion.load_trained)"}, f)
+    return float(scale)
 
 def _check_budget(cfg:LatentDiffusionConfig, shape:Sequence[int], phase:str):
     "Raise memory.PlanError (with the planner's numbers and a setting that fits) when `phase` on `shape` exceeds cfg.budget."
@@ -426,11 +491,13 @@ def train_ldm_stage(cfg:LatentDiffusionConfig, # settings
         shape = tuple(cfg.ldm_crop) if cfg.ldm_crop is not None else tuple(max(d) for d in zip(*(data[n].image.shape for n in names)))
         _check_budget(cfg, shape, "train")
     f, sched = cfg.downsample_factor, cfg.noise_schedule()
-    zs = [latents.scaled(n) for n in names]
+    ck = lambda name: Path(run)/"checkpoints"/name if run else None
+    scale = latents.scale_factor                                    # recorded with the model; a resumed model keeps its own
+    for name in (("ldm_base", "ldm") if cfg.conditioning == "controlnet" else ("ldm",)): scale = _record_scale(ck(name), scale, latents, names)
+    zs = [latents.latents[n] * scale for n in names]
     crop = None if cfg.ldm_crop is None else tuple(c // f for c in cfg.ldm_crop)
     conds = [make_condition(data[n].onehot, cfg) for n in names]
     cf = 1 if cfg.conditioning == "concat" else f
-    ck = lambda name: Path(run)/"checkpoints"/name if run else None
     seed_everything(cfg.seed)
     base_tr = None
     if cfg.conditioning == "controlnet":
@@ -443,7 +510,7 @@ def train_ldm_stage(cfg:LatentDiffusionConfig, # settings
     tr = Trainer(model, sched, LatentBatches(zs, conds, cfg.batch_size, crop, cf), cfg.train_config(seed=cfg.seed + 1),
                  cfg.device, ck("ldm"), progress=progress)
     tr.fit()
-    return LDMResult(tr.eval_model, tr, base_tr)
+    return LDMResult(tr.eval_model, tr, base_tr, scale)
 
 # %% ../nbs/17_latent_diffusion.ipynb #4116670f
 def make_sampler(cfg:LatentDiffusionConfig):
@@ -453,13 +520,13 @@ def make_sampler(cfg:LatentDiffusionConfig):
 
 def generate(model:nn.Module, # trained conditioned latent denoiser (LDMResult.model)
              vqgan:VQGAN, # the VQ-GAN whose latents it learned
-             scale_factor:float, # the latent scale factor (LatentSet.scale_factor)
+             scale_factor:float, # the latent scale the denoiser was trained with (LDMResult.scale_factor)
              cfg:LatentDiffusionConfig, # settings (sampler, guidance, tiles, ...)
              prep:Prepared, # the prepared conditioning region (its one-hot is the condition)
              seed:int|None=None, # noise seed (default cfg.seed)
              progress:bool=True, # tqdm bar over steps
             ) -> np.ndarray: # generated volume in HU on the SOURCE grid of `prep`
-    "Sample one whole latent conditioned on a mask, decode it, and return HU on the source grid."
+    "Sample one whole latent conditioned on a mask, decode it (a SPADE decoder reads the mask too), and return HU on the source grid."
     if cfg.budget is not None:                                   # denoising and decoding the whole volume must fit first
         for phase in ("denoise", "decode"): _check_budget(cfg, prep.image.shape, phase)
     dev = get_device(cfg.device)
@@ -468,8 +535,9 @@ def generate(model:nn.Module, # trained conditioned latent denoiser (LDMResult.m
     ld = LatentDiffusion(vqgan.to(dev), den, cfg.noise_schedule(), scale_factor, cfg.latent_kind, cfg.decode_quantized,
                          cfg.decode_tile, cfg.decode_overlap)
     cond = make_condition(prep.onehot, cfg)[None]
+    seg = _pad_end(torch.from_numpy(np.asarray(prep.onehot)).float(), vqgan.downsample_factor)[None] if vqgan.spade_label_channels else None
     g = torch.Generator().manual_seed(cfg.seed if seed is None else seed)
-    x = ld.sample(make_sampler(cfg), prep.image.shape, cond, generator=g, amp=cfg.amp, progress=progress, model_kwargs=kw)
+    x = ld.sample(make_sampler(cfg), prep.image.shape, cond, generator=g, amp=cfg.amp, progress=progress, model_kwargs=kw, seg=seg)
     return unit_to_hu(to_source_grid(x[0, 0].clamp(-1, 1), prep.downsample, prep.source_shape)).astype(np.float32)
 
 # %% ../nbs/17_latent_diffusion.ipynb #f1957b15
@@ -519,7 +587,7 @@ class LatentModel(NamedTuple):
     "A trained latent system, ready to sample with `sample_latent`."
     vqgan: VQGAN # the autoencoder (eval mode)
     denoiser: nn.Module # the EMA conditioned latent denoiser (eval mode)
-    scale_factor: float # scale factor of its training latents
+    scale_factor: float # the latent scale the denoiser was trained with
 
 @dataclasses.dataclass
 class LatentRun:
@@ -535,13 +603,13 @@ class LatentRun:
     @property
     def history(self) -> list: return self.ldm.trainer.history
     @property
-    def model(self) -> LatentModel: return LatentModel(self.vqgan_trainer.model.eval(), self.ldm.model, self.latents.scale_factor)
+    def model(self) -> LatentModel: return LatentModel(self.vqgan_trainer.model.eval(), self.ldm.model, self.ldm.scale_factor)
 
     def stages(self) -> dict:
         "Steps and final losses of every stage (for metrics.json)."
         out = {"vqgan": {"steps": self.vqgan_trainer.step,
                          "final_l1": self.vqgan_trainer.history[-1]["l1"] if self.vqgan_trainer.history else None},
-               "scale_factor": self.latents.scale_factor}
+               "scale_factor": self.ldm.scale_factor}
         for k, tr in (("ldm_base", self.ldm.base_trainer), ("ldm", self.ldm.trainer)):
             if tr is not None: out[k] = {"steps": tr.step, "final_loss": tr.history[-1][1] if tr.history else None}
         return out
@@ -572,25 +640,27 @@ def load_trained(cfg:LatentDiffusionConfig, # the run's config
                  run:str|Path, # run directory written by `train_all`
                  device:str|None=None, # where to put the models (default cfg.device)
                 ) -> LatentModel:
-    "The trained VQ-GAN, EMA denoiser and latent scale factor of a finished `train_all` run."
+    "The trained VQ-GAN, EMA denoiser and the latent scale it was trained with (recorded next to it) of a finished `train_all` run."
     from medlord_nb.training import load_weights
     from medlord_nb.latents import vqgan_fingerprint
-    from medlord_nb.core import load_json
     run, ck = Path(run), Path(run)/"checkpoints"
-    need = [ck/"vqgan"/"last.pt", *([ck/"ldm_base"/"last.pt"] if cfg.conditioning == "controlnet" else []), ck/"ldm"/"last.pt",
-            run/"latents"/"manifest.json"]
+    need = [ck/"vqgan"/"last.pt", *([ck/"ldm_base"/"last.pt"] if cfg.conditioning == "controlnet" else []), ck/"ldm"/"last.pt"]
     missing = [str(p) for p in need if not p.is_file()]
     if missing: raise FileNotFoundError(f"{missing[0]}: missing; {run} is not a finished {cfg.system} run (train it with train_all)")
+    if not (ck/"ldm"/SCALE_FILE).is_file():
+        raise FileNotFoundError(f"{ck/'ldm'/SCALE_FILE}: missing; the latent scale of the denoiser is recorded there when it starts "
+                                f"training. A run from before that record: resume its training once (train_all on {run}, or "
+                                f"medlord train --resume) to write it")
     dev = get_device(cfg.device if device is None else device)
     vq = build_vqgan(cfg)
     try: vq.load_state_dict(torch.load(need[0], map_location="cpu", weights_only=False)["model"])
     except Exception as e: raise ValueError(f"{need[0]}: cannot load the VQ-GAN ({str(e).splitlines()[0]}); build it from the run's config") from None
-    man = load_json(run/"latents"/"manifest.json")
-    if man.get("vqgan_fingerprint") != vqgan_fingerprint(vq):
-        raise ValueError(f"{run/'latents'}: the latent cache was made by another VQ-GAN than {need[0]}; retrain the run (rebuild_latents=True)")
+    rec = load_json(ck/"ldm"/SCALE_FILE)
+    if rec.get("vqgan_fingerprint") != vqgan_fingerprint(vq):
+        raise ValueError(f"{ck/'ldm'}: the denoiser learned the latents of another VQ-GAN than {need[0]}; retrain the run (rebuild_latents=True)")
     base = load_weights(build_unet(cfg), need[1]) if cfg.conditioning == "controlnet" else None
     den = load_weights(build_denoiser(cfg, base), ck/"ldm"/"last.pt", ema=True, device=dev)
-    return LatentModel(vq.to(dev).eval(), den, float(man["scale_factor"]))
+    return LatentModel(vq.to(dev).eval(), den, float(rec["scale_factor"]))
 
 def prepare_classes(classes:np.ndarray, # (X, Y, Z) class map: 0 background, 1..n the labels, n+1 body (as `prepare`)
                     cfg:LatentDiffusionConfig, # settings (num_classes, image_downsample)

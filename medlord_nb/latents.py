@@ -67,19 +67,24 @@ def decode_latent(vqgan:VQGAN, # the VQ-GAN whose decoder to use
                   overlap:float=0.25, # tile overlap (tiled decoding only)
                   device:str|torch.device="cpu", # where the decoder runs
                   amp:bool=True, # bf16 autocast on CUDA
+                  seg:torch.Tensor|None=None, # SPADE decoder only: label map (K, *spatial), or (B, K, *spatial) with a batched `z`
                  ) -> torch.Tensor: # image, same leading dims as `z`, float32 on the CPU
     "Decode a latent in one pass or in halo tiles (exact for the voxel-local decoder), cropped to `shape`."
     batched = z.ndim == vqgan.spatial_dims + 2
     zb = (z if batched else z[None]).float()
+    if seg is not None:
+        seg = torch.as_tensor(seg).float()
+        if seg.ndim == vqgan.spatial_dims + 1: seg = seg[None]
+        if seg.shape[0] == 1 and zb.shape[0] > 1: seg = seg.expand(zb.shape[0], *seg.shape[1:])   # one map for every sample
     dev = get_device(device)
     was = vqgan.training
     vqgan.eval()
     try:
         with torch.no_grad():
             if tile is None:
-                with autocast(dev, amp): out = vqgan.decode(zb.to(dev), shape)
+                with autocast(dev, amp): out = vqgan.decode(zb.to(dev), shape, seg=None if seg is None else seg.to(dev))
             else:
-                out = tiled_decode(vqgan, zb, tile=tile, overlap=overlap, shape=shape, sw_device=dev, out_device="cpu", amp=amp)
+                out = tiled_decode(vqgan, zb, tile=tile, overlap=overlap, shape=shape, sw_device=dev, out_device="cpu", amp=amp, seg=seg)
     finally: vqgan.train(was)
     out = out.float().cpu()
     return out if batched else out[0]
@@ -269,16 +274,19 @@ class LatentDiffusion(nn.Module):
 
     def decode(self, z:torch.Tensor, # scaled latents (B, C, *latent_spatial)
                shape:Sequence[int]|None=None, # crop to this image shape
+               seg:torch.Tensor|None=None, # label map (B or 1, K, *spatial) for a SPADE decoder (`VQGAN(spade_label_channels=K)`)
               ) -> torch.Tensor: # images (B, out_channels, *spatial) on the CPU
-        "Scaled latents -> images (snapped to codes if `decode_quantized`; tiled if `tile`)."
+        "Scaled latents -> images (snapped to codes if `decode_quantized`; tiled if `tile`; a SPADE decoder reads `seg`)."
         z = z.float().to(self.device) / self.scale_factor
         if self.kind == "quantized" and self.decode_quantized:
             with torch.no_grad(): z = self.vqgan.quantizer.embed(self.vqgan.quantize(z, update=False).indices)
-        return decode_latent(self.vqgan, z, shape, self.tile, self.overlap, self.device)
+        return decode_latent(self.vqgan, z, shape, self.tile, self.overlap, self.device, seg=seg)
 
-    def reconstruct(self, x:torch.Tensor) -> torch.Tensor:
+    def reconstruct(self, x:torch.Tensor, # images (B, in_channels, *spatial) in [-1, 1]
+                    seg:torch.Tensor|None=None, # their label maps, for a SPADE decoder
+                   ) -> torch.Tensor:
         "encode then decode: the autoencoder's reconstruction through the scaled latent space."
-        return self.decode(self.encode(x), x.shape[2:])
+        return self.decode(self.encode(x), x.shape[2:], seg)
 
     def sample_latent(self, sampler:Sampler, # DDPM/DDIM/DPM-Solver++ over `schedule`
                       latent_shape:Sequence[int], # latent spatial shape
@@ -309,7 +317,8 @@ class LatentDiffusion(nn.Module):
                amp:bool=True, # bf16 autocast on CUDA
                progress:bool=False, # tqdm bar
                model_kwargs:dict|None=None, # extra denoiser arguments
+               seg:torch.Tensor|None=None, # label map (B or 1, K, *spatial) for a SPADE decoder; the denoiser gets `cond`
               ) -> torch.Tensor: # images (B, out_channels, *image_shape) on the CPU, in model range
-        "Noise -> latent (whole volume) -> image cropped to `image_shape`."
+        "Noise -> latent (whole volume) -> image cropped to `image_shape` (decoded with `seg` by a SPADE decoder)."
         z = self.sample_latent(sampler, self.latent_shape(image_shape), cond, batch_size, generator, amp, progress, model_kwargs)
-        return self.decode(z, image_shape)
+        return self.decode(z, image_shape, seg)

@@ -4,7 +4,7 @@
 
 # %% ../nbs/05_unet.ipynb #522b209c
 from __future__ import annotations
-import contextlib, math, functools, weakref
+import contextlib, math, functools, os, weakref
 from typing import Literal, NamedTuple, Sequence
 import torch
 import torch.nn as nn
@@ -33,7 +33,7 @@ def timestep_embedding(timesteps:torch.Tensor, # shape (B,), integer or float di
     return F.pad(emb, (0, 1)) if dim % 2 else emb
 
 # %% ../nbs/05_unet.ipynb #5fa59e5b
-LEAN_NORM_BYTES = 32 * 2**20  # inputs larger than this (counted in fp32) take the chunked path of `group_norm_act`
+LEAN_NORM_BYTES = int(os.environ.get("MEDLORD_LEAN_NORM_BYTES", 32 * 2**20))  # inputs larger than this (in fp32) take the chunked path of `group_norm_act`
 NORM_CHUNK_BYTES = 64 * 2**20  # fp32 working set of one chunk of groups in `group_norm_act`
 
 @contextlib.contextmanager

@@ -16,11 +16,12 @@ from monai.inferers import sliding_window_inference
 from monai.losses import JukeboxLoss, PatchAdversarialLoss
 from monai.networks.nets import PatchDiscriminator
 from .core import get_device, autocast, atomic_torch_save, Config, ConfigError
+from .conditioning import resize_label_map, ResizeMode
 
 # %% auto #0
-__all__ = ['NormType', 'AdvCriterion', 'QuantOut', 'EMAQuantizer', 'ChannelNorm', 'VQResBlock', 'VQUpsample', 'VQGANOutput',
-           'VQGAN', 'tiled_decode', 'make_discriminator', 'LossTerms', 'VQGANLoss', 'PerceptualLoss3D',
-           'VQGANTrainConfig', 'VQGANTrainer', 'train_vqgan']
+__all__ = ['NormType', 'AdvCriterion', 'QuantOut', 'EMAQuantizer', 'ChannelNorm', 'VQResBlock', 'VQUpsample', 'SPADEChannelNorm',
+           'VQGANOutput', 'VQGAN', 'tiled_decode', 'make_discriminator', 'LossTerms', 'VQGANLoss', 'PerceptualLoss3D',
+           'VQBatch', 'VQGANTrainConfig', 'VQGANTrainer', 'train_vqgan']
 
 # %% ../nbs/13_vqgan.ipynb #90a8ffe3
 class QuantOut(NamedTuple):
@@ -155,17 +156,29 @@ def _norm(kind:str, channels:int, groups:int) -> nn.Module:
     return nn.Identity()
 
 class VQResBlock(nn.Module):
-    "Pre-activation residual block: norm -> SiLU -> conv3 -> norm -> SiLU -> conv3, plus the input."
+    "Pre-activation residual block: norm -> SiLU -> conv3 -> norm -> SiLU -> conv3, plus the input; SPADE norms optional."
     def __init__(self, spatial_dims:int, # 2 or 3
                  channels:int, # width (kept)
                  norm:NormType="channel", # 'channel' (voxel-local), 'group' (GroupNorm) or 'none'
                  norm_num_groups:int=8, # groups for norm='group'
+                 spade_label_channels:int=0, # > 0: both norms are `SPADEChannelNorm`s reading a label map of this many channels
+                 spade_hidden:int=32, # hidden width of the SPADE convs
+                 spade_mode:ResizeMode="nearest-exact", # how the SPADE norms resize the label map
                 ):
         super().__init__()
-        self.norm1, self.conv1 = _norm(norm, channels, norm_num_groups), _conv(spatial_dims, channels, channels)
-        self.norm2, self.conv2 = _norm(norm, channels, norm_num_groups), _conv(spatial_dims, channels, channels)
-    def forward(self, x:torch.Tensor) -> torch.Tensor:
-        return x + self.conv2(F.silu(self.norm2(self.conv1(F.silu(self.norm1(x))))))
+        if spade_label_channels and norm != "channel":
+            raise ValueError(f"SPADE norms modulate the voxel-local ChannelNorm; norm={norm!r} cannot be combined with "
+                             f"spade_label_channels={spade_label_channels}: use norm='channel'")
+        self.spade = bool(spade_label_channels)
+        mk = (lambda: SPADEChannelNorm(channels, spade_label_channels, spade_hidden, spatial_dims, mode=spade_mode)) if self.spade \
+             else (lambda: _norm(norm, channels, norm_num_groups))
+        self.norm1, self.conv1 = mk(), _conv(spatial_dims, channels, channels)
+        self.norm2, self.conv2 = mk(), _conv(spatial_dims, channels, channels)
+    def forward(self, x:torch.Tensor, # features (B, channels, *spatial)
+                seg:torch.Tensor|None=None, # label map for SPADE norms (B, label_channels, *any size); ignored by plain norms
+               ) -> torch.Tensor:
+        n = lambda norm, h: norm(h, seg) if self.spade else norm(h)
+        return x + self.conv2(F.silu(n(self.norm2, self.conv1(F.silu(n(self.norm1, x))))))
 
 class VQUpsample(nn.Module):
     "norm -> SiLU -> stride-2 4x4 transposed conv: doubles every spatial size."
@@ -176,14 +189,62 @@ class VQUpsample(nn.Module):
         self.conv = (nn.ConvTranspose2d, nn.ConvTranspose3d)[spatial_dims - 2](cin, cout, 4, stride=2, padding=1)
     def forward(self, x:torch.Tensor) -> torch.Tensor: return self.conv(F.silu(self.norm(x)))
 
+# %% ../nbs/13_vqgan.ipynb #1fbe26a3
+class SPADEChannelNorm(ChannelNorm):
+    "ChannelNorm, then `* (1 + gamma(seg)) + beta(seg)` from the label map resized (nearest) to the features: voxel-local SPADE."
+    def __init__(self, channels:int, # channels C of the features
+                 label_channels:int, # channels of the label map (one-hot classes)
+                 hidden:int=32, # width of the shared conv that reads the label map (MONAI's SPADE: 128)
+                 spatial_dims:int=3, # 2 or 3
+                 kernel_size:int=3, # kernel of the three SPADE convs (odd)
+                 zero_init:bool=True, # gamma = beta = 0 at init: starts as the plain ChannelNorm
+                 mode:ResizeMode="nearest-exact", # 'nearest-exact' (block centres) or 'nearest' (block corners, MONAI)
+                 eps:float=1e-6, # added to the variance
+                ):
+        super().__init__(channels, eps)
+        if label_channels < 1: raise ValueError(f"label_channels must be >= 1, got {label_channels}")
+        if kernel_size < 1 or kernel_size % 2 == 0: raise ValueError(f"kernel_size must be odd, got {kernel_size}")
+        if mode not in ("nearest-exact", "nearest"): raise ValueError(f"mode must be 'nearest-exact' or 'nearest', got {mode!r}")
+        self.label_channels, self.kernel_size, self.mode = label_channels, kernel_size, mode
+        self.shared = nn.Sequential(_conv(spatial_dims, label_channels, hidden, kernel_size), nn.LeakyReLU(0.01))
+        self.gamma = _conv(spatial_dims, hidden, channels, kernel_size)
+        self.beta = _conv(spatial_dims, hidden, channels, kernel_size)
+        if zero_init:
+            for p in (*self.gamma.parameters(), *self.beta.parameters()): nn.init.zeros_(p)
+
+    def forward(self, x:torch.Tensor, # features (B, C, *spatial)
+                seg:torch.Tensor|None=None, # label map (B, label_channels, *any size), resized to x here
+               ) -> torch.Tensor:
+        if seg is None: raise ValueError(f"SPADEChannelNorm needs the label map: norm(x, seg) with seg of shape "
+                                         f"({x.shape[0]}, {self.label_channels}, *spatial)")
+        if seg.ndim != x.ndim or seg.shape[0] != x.shape[0] or seg.shape[1] != self.label_channels:
+            raise ValueError(f"label map has shape {tuple(seg.shape)}; expected ({x.shape[0]}, {self.label_channels}, *spatial) "
+                             f"with {x.ndim - 2} spatial axes")
+        a = self.shared(resize_label_map(seg, x.shape[2:], self.mode).to(x.dtype))
+        return super().forward(x) * (1 + self.gamma(a)) + self.beta(a)
+
 # %% ../nbs/13_vqgan.ipynb #a1bbd42a
 class VQGANOutput(NamedTuple):
     "A VQ-GAN forward pass."
     recon: torch.Tensor  # reconstruction, same shape as the input
     quant: QuantOut  # quantiser output (codes, indices, commitment loss, perplexity, usage)
 
+def _align_seg(seg:torch.Tensor, latent_spatial:Sequence[int], factor:int) -> torch.Tensor:
+    "A label map on a whole multiple of the latent grid: an image-sized map is replicate-padded like the image (`VQGAN.pad`)."
+    lat = tuple(int(n) for n in latent_spatial)
+    sp = tuple(seg.shape[2:])
+    if len(sp) != len(lat): raise ValueError(f"label map has {len(sp)} spatial axes, the latent {len(lat)}")
+    extra = []
+    for s, n in zip(sp, lat):
+        if (n - 1) * factor < s <= n * factor: extra.append(n * factor - s)     # the image's size, padded or not
+        elif s % n == 0: extra.append(0)                                      # any whole multiple of the latent (1: the latent's)
+        else: raise ValueError(f"label map of spatial size {sp} does not fit the latent {lat}: give it at the image's size "
+                               f"(up to {tuple(n * factor for n in lat)}, padded or not) or at a whole multiple of the latent's")
+    if not any(extra): return seg
+    return F.pad(seg.float(), [p for e in reversed(extra) for p in (0, e)], mode="replicate")
+
 class VQGAN(nn.Module):
-    "Fully convolutional 2D/3D VQ-GAN generator (encoder, EMA quantiser, decoder); any input size."
+    "Fully convolutional 2D/3D VQ-GAN generator (encoder, EMA quantiser, decoder; optionally a SPADE decoder); any input size."
     def __init__(self, spatial_dims:int=3, # 2 or 3
                  in_channels:int=1, # image channels
                  out_channels:int=1, # reconstruction channels
@@ -199,6 +260,9 @@ class VQGAN(nn.Module):
                  norm:NormType="channel", # 'channel' (voxel-local; exact tiling), 'group' (GroupNorm) or 'none'
                  norm_num_groups:int=8, # groups when norm='group'
                  use_checkpointing:bool=False, # recompute blocks in backward to save activation memory
+                 spade_label_channels:int=0, # > 0: SPADE decoder (Med-LSDM) reading a label map of this many channels; 0: plain
+                 spade_hidden:int=32, # hidden width of the decoder's SPADE convs
+                 spade_mode:ResizeMode="nearest-exact", # how the SPADE norms resize the label map (nearest flavour)
                 ):
         super().__init__()
         if spatial_dims not in (2, 3): raise ValueError(f"spatial_dims must be 2 or 3, got {spatial_dims!r}")
@@ -206,10 +270,15 @@ class VQGAN(nn.Module):
         channels = tuple(int(c) for c in channels)
         if not channels or min(channels) < 1: raise ValueError(f"channels {channels} must be one or more positive widths (one per 2x downsampling)")
         if num_res_blocks < 0: raise ValueError(f"num_res_blocks must be >= 0, got {num_res_blocks}")
+        if spade_label_channels < 0: raise ValueError(f"spade_label_channels must be >= 0 (0: plain decoder), got {spade_label_channels}")
+        if spade_label_channels and num_res_blocks == 0:
+            raise ValueError("a SPADE decoder modulates the decoder's residual blocks; num_res_blocks=0 leaves none (use >= 1)")
         self.spatial_dims, self.in_channels, self.out_channels = spatial_dims, in_channels, out_channels
         self.channels, self.num_res_blocks, self.latent_channels = channels, num_res_blocks, latent_channels
         self.norm, self.use_checkpointing = norm, use_checkpointing
-        blk = lambda c: nn.ModuleList([VQResBlock(spatial_dims, c, norm, norm_num_groups) for _ in range(num_res_blocks)])
+        self.spade_label_channels, self.spade_kernel_size = int(spade_label_channels), 3
+        blk = lambda c, k=0: nn.ModuleList([VQResBlock(spatial_dims, c, norm, norm_num_groups, k, spade_hidden, spade_mode)
+                                            for _ in range(num_res_blocks)])
         self.down, self.enc_res, cin = nn.ModuleList(), nn.ModuleList(), in_channels
         for c in channels:
             self.down.append(_conv(spatial_dims, cin, c, stride=2)); self.enc_res.append(blk(c)); cin = c
@@ -220,7 +289,7 @@ class VQGAN(nn.Module):
         self.dec_in = _conv(spatial_dims, latent_channels, rev[0])
         self.dec_res, self.up = nn.ModuleList(), nn.ModuleList()
         for i, c in enumerate(rev):
-            self.dec_res.append(blk(c))
+            self.dec_res.append(blk(c, self.spade_label_channels))                  # the decoder's blocks: SPADE when asked
             self.up.append(VQUpsample(spatial_dims, c, rev[i + 1] if i + 1 < len(rev) else out_channels, norm, norm_num_groups))
 
     @property
@@ -230,10 +299,12 @@ class VQGAN(nn.Module):
 
     @property
     def decoder_radius(self) -> int:
-        "Reach of the decoder's convolutions in latent voxels (norm='group' adds whole-volume statistics on top)."
+        "Reach of the decoder in latent voxels, from the latent and (SPADE) the label map; norm='group' adds whole-volume statistics."
         r = 1.0                                                      # dec_in conv3 at latent resolution
         for i in range(len(self.channels)):
             r += (2 * self.num_res_blocks + 1) / 2 ** i              # two conv3 per block, then the transposed conv
+        if self.spade_label_channels:                                # the first block's norm1 sees all but dec_in, and its
+            r = max(r, r - 1 + 2 * (self.spade_kernel_size // 2))    # shared + gamma/beta convs reach 2 latent voxels into the map
         return math.ceil(r)
 
     def latent_shape(self, spatial_shape:Sequence[int]) -> tuple[int, ...]:
@@ -241,10 +312,10 @@ class VQGAN(nn.Module):
         f = self.downsample_factor
         return tuple(-(-int(n) // f) for n in spatial_shape)
 
-    def _run(self, block, x):
+    def _run(self, block, *args):
         if self.use_checkpointing and self.training and torch.is_grad_enabled():
-            return checkpoint(block, x, use_reentrant=False)
-        return block(x)
+            return checkpoint(block, *args, use_reentrant=False)
+        return block(*args)
 
     def _check(self, x, channels, what):
         if x.ndim != self.spatial_dims + 2 or x.shape[1] != channels:
@@ -274,14 +345,32 @@ class VQGAN(nn.Module):
         "Snap every latent voxel to its nearest code."
         return self.quantizer(z_e, update)
 
+    def label_map(self, seg:torch.Tensor|None, # label map (B, spade_label_channels, *spatial) or None
+                  z:torch.Tensor, # the latent it goes with (B, latent_channels, *latent_spatial)
+                 ) -> torch.Tensor|None: # the map aligned with the padded image (a whole multiple of the latent grid)
+        "Check the label map a SPADE decoder needs (None for a plain decoder) and align it with the latent."
+        K = self.spade_label_channels
+        if not K:
+            if seg is not None: raise ValueError("this VQ-GAN's decoder is plain (spade_label_channels=0) and takes no label map; "
+                                                 "drop seg=, or build the VQ-GAN with spade_label_channels=K")
+            return None
+        if seg is None: raise ValueError(f"this VQ-GAN has a SPADE decoder: pass the label map seg=(B, {K}, *spatial) (one-hot, at "
+                                         f"the image's or the latent's size)")
+        if seg.ndim != z.ndim or seg.shape[0] != z.shape[0] or seg.shape[1] != K:
+            raise ValueError(f"label map of shape {tuple(seg.shape)}: expected ({z.shape[0]}, {K}, *spatial) with {self.spatial_dims} "
+                             f"spatial axes, one map per latent")
+        return _align_seg(seg, z.shape[2:], self.downsample_factor)
+
     def decode(self, z:torch.Tensor, # latent (B, latent_channels, *latent_spatial), quantised or not
                shape:Sequence[int]|None=None, # crop the output to this spatial shape (the original image size)
+               seg:torch.Tensor|None=None, # SPADE decoder only: label map (B, spade_label_channels, *image or latent size)
               ) -> torch.Tensor: # image (B, out_channels, *(latent_spatial * factor)) or cropped to `shape`
-        "Decode a latent to an image."
+        "Decode a latent to an image (a SPADE decoder also reads the label map)."
         self._check(z, self.latent_channels, "latent")
+        seg = self.label_map(seg, z)
         h = self._run(self.dec_in, z)
         for res, up in zip(self.dec_res, self.up):
-            for b in res: h = self._run(b, h)
+            for b in res: h = self._run(b, h) if seg is None else self._run(b, h, seg)
             h = self._run(up, h)
         if shape is not None:
             shape = tuple(int(s) for s in shape)
@@ -292,9 +381,10 @@ class VQGAN(nn.Module):
 
     def decode_indices(self, indices:torch.Tensor, # code indices (B, *latent_spatial)
                        shape:Sequence[int]|None=None, # crop the output to this spatial shape
+                       seg:torch.Tensor|None=None, # label map (SPADE decoder only)
                       ) -> torch.Tensor:
         "Decode a map of code indices."
-        return self.decode(self.quantizer.embed(indices), shape)
+        return self.decode(self.quantizer.embed(indices), shape, seg)
 
     def encode_to_latent(self, x:torch.Tensor, # image (B, in_channels, *spatial)
                          kind:Literal["quantized", "mean"]="quantized", # codes, or the continuous encoder output
@@ -305,9 +395,10 @@ class VQGAN(nn.Module):
         return z_e if kind == "mean" else self.quantize(z_e, update=False).z_q
 
     def forward(self, x:torch.Tensor, # image (B, in_channels, *spatial)
+                seg:torch.Tensor|None=None, # SPADE decoder only: the image's label map (B, spade_label_channels, *spatial)
                ) -> VQGANOutput: # reconstruction of the same shape, and the quantiser output
         q = self.quantize(self.encode(x))
-        return VQGANOutput(self.decode(q.z_q, x.shape[2:]), q)
+        return VQGANOutput(self.decode(q.z_q, x.shape[2:], seg), q)
 
 # %% ../nbs/13_vqgan.ipynb #674d8cdd
 def tiled_decode(model:nn.Module, # has .decode(z) (and .downsample_factor / .decoder_radius, else pass them)
@@ -322,6 +413,7 @@ def tiled_decode(model:nn.Module, # has .decode(z) (and .downsample_factor / .de
                  out_device:str|torch.device|None=None, # where the full output is accumulated (default: z's device)
                  amp:bool=True, # bf16 autocast on CUDA
                  progress:bool=False, # tqdm bar over tiles
+                 seg:torch.Tensor|None=None, # label map of a SPADE decoder (B, K, *image or latent size); each tile gets its crop
                 ) -> torch.Tensor: # (B, out_channels, *(latent_spatial * factor)), or cropped to `shape`
     "Decode a latent in overlapping tiles with halos, blended by MONAI's sliding_window_inference."
     if mode not in ("gaussian", "constant"): raise ValueError(f"mode={mode!r} is not one of ['gaussian', 'constant']")
@@ -334,13 +426,19 @@ def tiled_decode(model:nn.Module, # has .decode(z) (and .downsample_factor / .de
     if len(tile) != len(sp): raise ValueError(f"tile {tuple(tile)} has {len(tile)} sizes but the latent has {len(sp)} spatial dims")
     roi = tuple(min(int(t), n) for t, n in zip(tile, sp))               # never larger than the latent: no MONAI padding
     dev = torch.device(sw_device) if sw_device is not None else z.device
+    if seg is not None:                                                 # the map on a whole multiple r of the latent grid
+        seg = model.label_map(seg, z) if hasattr(model, "label_map") else _align_seg(seg, sp, f)
+        ratio = [s // n for s, n in zip(seg.shape[2:], sp)]
     def predictor(win, locs):
         outs = []
         for j, loc in enumerate(locs):
             s = loc[2:]
             lo = [max(0, a.start - m) for a in s]; hi = [min(n, a.stop + m) for a, n in zip(s, sp)]
             zt = z[(loc[0], slice(None)) + tuple(slice(a, b) for a, b in zip(lo, hi))].to(dev) if m else win[j:j + 1]
-            with autocast(dev, amp): y = model.decode(zt).float()
+            kw = {}
+            if seg is not None:                                         # the same window (halo included) of the label map
+                kw["seg"] = seg[(loc[0], slice(None)) + tuple(slice(a * r, b * r) for a, b, r in zip(lo, hi, ratio))].to(dev)
+            with autocast(dev, amp): y = model.decode(zt, **kw).float()
             keep = tuple(slice((a.start - l) * f, (a.stop - l) * f) for a, l in zip(s, lo)) if m else ()
             outs.append(y[(slice(None), slice(None)) + keep])
         return torch.cat(outs)
@@ -494,6 +592,11 @@ class PerceptualLoss3D(nn.Module):
         return dist
 
 # %% ../nbs/13_vqgan.ipynb #3d320ce1
+class VQBatch(NamedTuple):
+    "A training batch for a SPADE-decoder VQ-GAN: images and their label maps (a plain batch is just the image tensor)."
+    image: torch.Tensor # (B, C, *patch) in [-1, 1]
+    seg: torch.Tensor # (B, K, *patch) one-hot (or soft) label map of the same patches
+
 @dataclasses.dataclass
 class VQGANTrainConfig(Config):
     "Optimisation settings for `VQGANTrainer`."
@@ -522,7 +625,7 @@ class VQGANTrainer:
     "Train a VQGAN (and a PatchGAN discriminator) with Adam, warm-up, logging, atomic checkpoints and exact resume."
     def __init__(self, model:VQGAN, # the autoencoder
                  disc:nn.Module|None, # PatchGAN discriminator (e.g. make_discriminator()); None: no adversarial term
-                 batch_fn:Callable[[torch.Generator], torch.Tensor], # draws a batch (B, C, *patch) in [-1, 1] from the generator
+                 batch_fn:Callable[[torch.Generator], torch.Tensor], # draws a batch (B, C, *patch) in [-1, 1] (a SPADE decoder: a VQBatch)
                  cfg:VQGANTrainConfig|None=None, # optimisation settings
                  device:str|torch.device="auto", # where to train
                  ckpt_dir:str|Path|None=None, # folder for last.pt (None: no checkpoints)
@@ -575,12 +678,17 @@ class VQGANTrainer:
         "One generator step (and one discriminator step after warm-up); returns the step's numbers."
         c, m, d = self.cfg, self.model, self.disc
         m.train()
-        x = self.batch_fn(self.gen)
-        x = getattr(x, "image", x).to(self.device).float()
+        b = self.batch_fn(self.gen)
+        x, seg = getattr(b, "image", b).to(self.device).float(), getattr(b, "seg", None)
+        if m.spade_label_channels:
+            if seg is None: raise ValueError("this VQ-GAN has a SPADE decoder: batch_fn must return VQBatch(image, seg) with the "
+                                             "label map of every patch")
+            seg = seg.to(self.device).float()
+        else: seg = None                                                   # a plain decoder ignores label maps
         adv_on = d is not None and self.loss.adversarial_active(self.step)
         if d is not None: d.train().requires_grad_(False)
         with autocast(self.device, c.amp):
-            recon, q = m(x)
+            recon, q = m(x, seg)
             terms = self.loss.generator_loss(x, recon, q, d if adv_on else None)
         if not torch.isfinite(terms.total):
             raise FloatingPointError(f"generator loss is {terms.total.item()} at step {self.step} ({terms}); lower lr (now {c.lr}) or check the data")

@@ -42,13 +42,35 @@ def test_nan_voxels(tmp_path):
     with pytest.raises(ValueError, match="NaN") as e: m.load_volume(_nii(a, tmp_path/"nan.nii.gz"))
     _one_line(e)
 
+@pytest.mark.parametrize("value", [np.inf, -np.inf])
+def test_inf_voxels(tmp_path, value):
+    a = np.zeros((6, 6, 6), np.float32); a[0, 1, 2] = value; a[3, 3, 3] = value
+    with pytest.raises(ValueError, match="2 of 216 voxels are NaN or infinite") as e: m.load_volume(_nii(a, tmp_path/"inf.nii.gz"))
+    assert "inf.nii.gz" in str(e.value) and "nan_to_num" in str(e.value); _one_line(e)
+
+def test_inf_in_a_generated_volume(tmp_path):
+    "Writing or scoring a volume with inf voxels is refused in one line too."
+    from medlord_nb.evaluation import conditioning_report
+    from medlord_nb.data import save_volume
+    a = np.zeros((6, 6, 6), np.float32); a[2, 2, 2] = np.inf
+    with pytest.raises(ValueError, match="NaN or inf") as e: save_volume(tmp_path/"x.nii.gz", a, np.eye(4))
+    _one_line(e); assert not (tmp_path/"x.nii.gz").exists()
+    with pytest.raises(ValueError, match="NaN or inf") as e: conditioning_report(a, None, np.zeros(a.shape, np.uint8), {0: "bg"}, (1, 1, 1))
+    _one_line(e)
+
 def test_mask_on_another_grid(tmp_path, ct):
     small = _nii(np.zeros((12, 10, 6), np.uint8), tmp_path/"mask.nii.gz")
     with pytest.raises(ValueError, match="not on the grid") as e: m.load_image_and_mask(ct, small)
     assert "nearest" in str(e.value); _one_line(e)
     shifted = np.eye(4); shifted[0, 3] = 0.7
     moved = _nii(np.zeros((12, 10, 8), np.uint8), tmp_path/"moved.nii.gz", shifted)
-    with pytest.raises(ValueError, match="affines differ"): m.load_image_and_mask(ct, moved)
+    with pytest.raises(ValueError, match="affines differ") as e: m.load_image_and_mask(ct, moved)
+    _one_line(e)
+
+def test_mask_shape_mismatch_in_memory():
+    with pytest.raises(ValueError, match=r"labels shape \(4, 4, 3\) != image shape \(4, 4, 4\)") as e:
+        m.PatchSampler(np.zeros((4, 4, 4), np.float32), np.zeros((4, 4, 3), np.uint8), 2)
+    assert "nearest-neighbour" in str(e.value); _one_line(e)
 
 def test_labels_outside_manifest(tmp_path, ct):
     lab = np.zeros((12, 10, 8), np.uint8); lab[2, 2, 2] = 42
@@ -60,13 +82,16 @@ def test_unknown_sample():
     _one_line(e)
 
 def test_unknown_config_key():
-    with pytest.raises(ConfigError, match="did you mean 'patch_size'"): DemoConfig.from_dict({"patch_szie": [8, 8, 8]})
-    with pytest.raises(ConfigError, match="valid keys"): PatchDDPMConfig.from_dict({"learning_rate": 1e-3})
+    with pytest.raises(ConfigError, match="did you mean 'patch_size'") as e: DemoConfig.from_dict({"patch_szie": [8, 8, 8]})
+    _one_line(e)
+    with pytest.raises(ConfigError, match="valid keys") as e: PatchDDPMConfig.from_dict({"learning_rate": 1e-3})
+    _one_line(e)
 
 def test_wrong_config_type():
-    with pytest.raises(ConfigError, match="expected an int"): PatchDDPMConfig.from_dict({"steps": "many"})
+    with pytest.raises(ConfigError, match="expected an int") as e: PatchDDPMConfig.from_dict({"steps": "many"})
+    _one_line(e)
 
 def test_condition_does_not_fit():
-    import torch
     from medlord_nb.patch_ddpm import condition
-    with pytest.raises(ValueError, match="num_classes"): condition(np.full((4, 4, 4), 5), 4)
+    with pytest.raises(ValueError, match="num_classes") as e: condition(np.full((4, 4, 4), 5), 4)
+    _one_line(e)

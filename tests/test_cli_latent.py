@@ -11,7 +11,7 @@ LATENT = {"train_samples": "[lung1]", "vqgan_channels": "[8,16]", "latent_channe
           "vqgan_patch_size": "[16,16,16]", "vqgan_steps": "2", "adv_warmup_steps": "1", "channels": "[8,16]",
           "attention_levels": "[false,true]", "num_head_channels": "8", "norm_num_groups": "4", "steps": "2",
           "num_inference_steps": "2", "device": "cpu", "image_downsample": "[4,4,2]", "warmup_steps": "1"}
-SYSTEMS = {"medlord": {"base_steps": "2"}, "med_lsdm": {"crop_size": "[24,24,8]"}}
+SYSTEMS = {"medlord": {"base_steps": "2"}, "med_lsdm": {"crop_size": "[24,24,8]", "spade_decoder": "true"}}   # Med-LSDM: SPADE decoder
 
 def params(system, **over):
     return as_params({**LATENT, **SYSTEMS[system]}, **over)
@@ -41,6 +41,8 @@ def test_latent_train_resume_sample(system, case, capsys):
     m = json.loads((r/"metrics.json").read_text(encoding="utf-8"))["train"]
     assert m["pipeline"] == system and m["steps"] == 2 and m["checkpoint"] == "checkpoints/ldm/last.pt" and m["stages"]["vqgan"]["steps"] == 2
     assert yaml.safe_load((r/"params.yaml").read_text(encoding="utf-8"))["pipeline"] == system
+    rec = json.loads((r/"checkpoints"/"ldm"/"latent_scale.json").read_text(encoding="utf-8"))   # the scale the denoiser trained with
+    assert rec["scale_factor"] == m["stages"]["scale_factor"] and rec["volumes"] == ["lung1"]
     assert not list(r.rglob("*.tmp"))
 
     rc, _, err = call(capsys, "train", "--pipeline", system, "--root", runs, "--name", system, "--quiet", *params(system))
@@ -57,6 +59,7 @@ def test_latent_train_resume_sample(system, case, capsys):
     from io import BytesIO
     b = torch.load(BytesIO(vq_before), weights_only=False)["model"]
     assert all(torch.equal(a[k], b[k]) for k in a)
+    assert any(".gamma." in k for k in a) == (system == "med_lsdm")                # the SPADE decoder was built, trained and kept
 
     out = case/f"samples_{system}"
     rc, o, err = call(capsys, "sample", r, case/"case1.nii.gz", "--image", case/"case1_ct.nii.gz", "--n", "2", "--out", out, "--quiet")

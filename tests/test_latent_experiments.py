@@ -36,8 +36,16 @@ def test_metrics(runs, name, system):
     assert m["experiment"] == name and m["system"] == system and m["protocol"] == f"{system}-latent-sample-v1"
     d = m["protocol_details"]
     assert d["n_samples"] == 1 and d["n_reference"] == 1 and d["condition"].startswith("lung1")
-    assert m["vqgan_recon"]["protocol"] == "vqgan-recon-psnr-v1" and m["vqgan_recon"]["psnr_db"] > 12, m["vqgan_recon"]
+    r = m["vqgan_recon"]
+    assert r["protocol"] == "vqgan-recon-psnr-v1", r
+    # measured on a volume held out of training, against the flat baseline of that volume (its mean everywhere: what a
+    # collapsed VQ-GAN scores, ~12.7 dB here); when written the smoke VQ-GAN reached 18.65 dB on cta vs 12.73 flat (+5.9)
+    assert r["protocol_details"]["volume"] == "cta" and r["protocol_details"]["in_training_set"] is False, r["protocol_details"]
+    assert r["psnr_db"] > r["flat_psnr_db"] + 4, r
+    assert r["perplexity"] > 1 and m["vqgan_codebook"]["perplexity"] > 1, (r, m["vqgan_codebook"])   # more than one code in use
     assert m["scale_factor"] > 0 and m["device"] == "cpu"
+    rec = load_json(runs[name]/"checkpoints"/"ldm"/"latent_scale.json")       # one scale: the one the denoiser trained with
+    assert rec["scale_factor"] == m["scale_factor"] and rec["volumes"] == ["lung1", "lung2"]
     _finite(m)
     a = m["mask_adherence"]
     assert a["protocol"] == "mask-adherence-hu-v1"
@@ -98,6 +106,7 @@ def test_config_is_valid(fname):
     assert not unknown, f"{fname}: keys not in {cls.__name__}: {unknown}"
     c = cls.from_yaml(ROOT/"configs"/fname)             # types and cross-field checks
     assert c.image_downsample == (1, 1, 1) and c.latent_channels == 8 and c.num_embeddings == 16384
+    assert c.recon_sample == "cta" and c.recon_sample not in c.train_samples         # reconstruction PSNR on a held-out volume
     assert c.schedule == "cosine" and c.ema_decay == 0.999 and c.lr == 1e-4 and c.amp
     if cls is MedLoRDConfig:
         assert (c.num_train_timesteps, c.prediction_type, c.loss_type, c.conditioning) == (300, "v_prediction", "smooth_l1", "controlnet")
@@ -106,7 +115,7 @@ def test_config_is_valid(fname):
         assert c.downsample_factor == (8 if "8x" in fname else 4) and c.decode_tile is not None
     else:
         assert (c.num_train_timesteps, c.prediction_type, c.loss_type, c.conditioning) == (500, "epsilon", "l1", "spade")
-        assert c.guidance_scale == 1.5 and c.cond_dropout > 0 and c.downsample_factor == 4
+        assert c.guidance_scale == 1.5 and c.cond_dropout > 0 and c.downsample_factor == 4 and c.spade_decoder is False
         assert c.ldm_crop == (None if "full" in fname else (256, 256, 32))
 
 def test_every_latent_config_is_tested():

@@ -22,7 +22,7 @@ def test_quick_benchmark(tmp_path):
     doc = json.loads(js[0].read_text(encoding="utf-8"))
     assert doc["benchmark"] == "memory" and doc["quick"] is True and doc["device"].startswith("cpu")
     recs = doc["records"]
-    assert {(r["pipeline"], r["phase"]) for r in recs} == {("latent", "train"), ("latent", "denoise"), ("latent", "decode"), ("pixel", "denoise")}
+    assert {(r["pipeline"], r["phase"]) for r in recs} == {("latent", "train"), ("latent", "denoise"), ("latent", "decode"), ("latent", "sample"), ("pixel", "denoise")}
     for rec in recs:
         for k, types in FIELDS.items():
             assert k in rec, (k, rec)
@@ -35,3 +35,10 @@ def test_quick_benchmark(tmp_path):
     for rec in recs:
         if rec["phase"] == "denoise" and rec["precision"] == "bf16":
             assert rec["peak_bytes_estimated"] <= rec["peer_peak_bytes_estimated"], rec
+    # the derived end-to-end sampling record is the peak of its two phases, on both sides
+    by = {(r["phase"]): r for r in recs if r["pipeline"] == "latent" and r["precision"] == "bf16"}
+    s = by["sample"]
+    assert s["peak_bytes_estimated"] == max(by["denoise"]["peak_bytes_estimated"], by["decode"]["peak_bytes_estimated"])
+    assert s["peer_peak_bytes_estimated"] == max(by["denoise"]["peer_peak_bytes_estimated"], by["decode"]["peer_peak_bytes_estimated"])
+    px = next(r for r in recs if r["pipeline"] == "pixel")
+    assert "volume in host memory" in px["ours"] and px["peer_host_volume_peak_bytes_estimated"] > 0
