@@ -19,7 +19,7 @@ class DemoConfig(Config):
     patch_size: tuple[int, int, int] = (48, 48, 16) # patch shape in voxels (X, Y, Z)
     n_patches: int = 4 # patches drawn for the patch figure
     nodule_prob: float = 0.5 # chance a patch is centred on the nodule/tumour label
-    train_steps: int = 400 # optimiser steps of the patch DDPM (about 4 minutes on 2 CPU cores)
+    train_steps: int = 400 # optimiser steps of the patch DDPM (about 2 minutes on 2 CPU cores)
     sampler_steps: int = 10 # DPM-Solver++(2M) steps for the full-volume sample
     seed: int = 0 # seed for everything
     device: str = "auto" # 'auto', 'cpu', 'cuda', ...
