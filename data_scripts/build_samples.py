@@ -231,11 +231,12 @@ def build_sample(name: str, spec: dict, members: dict[str, bytes]):
     masks.update(lung=lung, vessels=vessels)
     labels = compose_labels(masks, hu_i16.shape)
     src_codes = "".join(nib.aff2axcodes(aff))
+    mask_hu = {k: round(float(hu_i16[v].mean()), 1) for k, v in masks.items() if v.any()}   # image and masks on the same grid, before the flip
     (hu_i16, _), (labels, aff) = to_ras(hu_i16, aff), to_ras(labels, aff)
     return hu_i16, labels, aff, dict(source_axcodes=src_codes, placement=placement, derived=dinfo, crop_lo=[int(v) for v in lo],
                                      resampled_shape=list(shape), source_shape=list(src_arr.shape),
                                      source_spacing=[round(float(s), 6) for s in np.sqrt((src_aff[:3, :3] ** 2).sum(0))],
-                                     mask_hu={k: round(float(hu_i16[v].mean()), 1) for k, v in masks.items() if v.any()})
+                                     mask_hu=mask_hu)
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])

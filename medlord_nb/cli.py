@@ -111,9 +111,9 @@ def _patch_classes(cfg, labels, image, name):
 
 def _patch_pipeline() -> Pipeline:
     from medlord_nb import patch_ddpm as pd
-    sample_keys = ("sampler", "num_inference_steps", "window", "overlap", "device", "amp", "budget")
+    sample_keys = ("sampler", "num_inference_steps", "window", "overlap", "device", "amp", "budget", "host_volume", "inference_weights")
     return Pipeline(pd.PatchDDPMConfig, pd.train, pd.build_model, _patch_classes, pd.generate,
-                    ("steps", "ckpt_every", "condition_sample", "out_dir", *sample_keys), sample_keys)
+                    ("steps", "ckpt_every", "condition_sample", "out_dir", "ema_device", *sample_keys), sample_keys)
 
 register_pipeline("patch", _patch_pipeline)
 
@@ -134,9 +134,9 @@ def _latent_generate(model, cfg, prep, seed=None, progress=True):
 def _latent_pipeline(config_name:str) -> Pipeline:
     from medlord_nb import latent_diffusion as ld
     sample_keys = ("sampler", "num_inference_steps", "guidance_scale", "conditioning_scale", "decode_tile", "decode_overlap",
-                   "decode_quantized", "device", "amp")
+                   "decode_quantized", "device", "amp", "budget", "inference_weights")
     return Pipeline(getattr(ld, config_name), ld.train_all, None, _latent_classes, _latent_generate,
-                    ("steps", "ckpt_every", "condition_sample", "out_dir", *sample_keys), sample_keys,
+                    ("steps", "ckpt_every", "condition_sample", "out_dir", "ema_device", *sample_keys), sample_keys,
                     load=ld.load_trained, checkpoint="checkpoints/ldm/last.pt", distributed=False)
 
 register_pipeline("medlord", lambda: _latent_pipeline("MedLoRDConfig"))

@@ -13,7 +13,7 @@ from .core import get_device, autocast
 from .samplers import Sampler, sample_loop
 
 # %% auto #0
-__all__ = ['one_pass_fn', 'windowed_fn', 'inference_weights', 'sample_volume']
+__all__ = ['one_pass_fn', 'windowed_fn', 'inference_weights', 'sampling_weights_dtype', 'sample_volume']
 
 # %% ../nbs/07_fullres.ipynb #a9df46d0
 def _call(model, x, t, cond):
@@ -76,19 +76,31 @@ def windowed_fn(model:nn.Module, # denoiser called as model(x_t, t[, cond])
 def inference_weights(model:nn.Module, # the network to sample with (its parameters and buffers are swapped in place)
                       dtype:torch.dtype|None=torch.bfloat16, # dtype of the floating weights inside the context; None: no change
                       stash:str|torch.device="cpu", # where the original weights wait meanwhile
+                      freeze:bool=True, # requires_grad=False inside the context (no autocast weight cache)
                      ):
-    "Hold `model`'s floating weights in `dtype` inside the context (originals wait in `stash`), and restore them exactly on exit."
-    if dtype is None: yield model; return
-    saved = []
-    with torch.no_grad():
-        for t in list(model.parameters()) + list(model.buffers()):
-            if t.is_floating_point() and t.dtype != dtype:
-                saved.append((t, t.data if t.device == torch.device(stash) else t.data.to(stash)))
-                t.data = t.data.to(dtype)
-    try: yield model
+    "Hold `model`'s floating weights in `dtype` (and frozen) inside the context; restore weights and flags exactly on exit."
+    saved, flags = [], [(p, p.requires_grad) for p in model.parameters()] if freeze else []
+    for p, _ in flags: p.requires_grad_(False)
+    try:
+        if dtype is not None:
+            with torch.no_grad():
+                for t in list(model.parameters()) + list(model.buffers()):
+                    if t.is_floating_point() and t.dtype != dtype:
+                        saved.append((t, t.data if t.device == torch.device(stash) else t.data.to(stash)))
+                        t.data = t.data.to(dtype)
+        yield model
     finally:
         with torch.no_grad():
             for t, orig in saved: t.data = orig.to(t.device)
+        for p, f in flags: p.requires_grad_(f)
+
+def sampling_weights_dtype(weights:str, # 'fp32' or 'bf16': the configured inference weights
+                           device:str|torch.device, # where the network runs
+                           amp:bool, # bf16 autocast requested
+                          ) -> torch.dtype|None: # torch.bfloat16, or None (keep fp32)
+    "bf16 weights only under bf16 autocast on CUDA (where convolutions run in bf16 anyway); None elsewhere."
+    if weights not in ("fp32", "bf16"): raise ValueError(f"inference weights must be 'fp32' or 'bf16', got {weights!r}")
+    return torch.bfloat16 if weights == "bf16" and amp and torch.device(device).type == "cuda" else None
 
 # %% ../nbs/07_fullres.ipynb #acc01e43
 def sample_volume(model:nn.Module, # denoiser called as model(x_t, t[, cond])

@@ -87,6 +87,7 @@ class LatentDiffusionConfig(Config):
     weight_decay: float = 0.0 # AdamW weight decay
     warmup_steps: int = 5 # linear warm-up
     ema_decay: float|None = 0.99 # EMA of the weights (brief: 0.999; None: off)
+    ema_device: str|None = None # 'cpu': the EMA copy waits in host memory while training (one weight copy less on the GPU)
     grad_clip: float|None = 1.0 # gradient norm clip
     amp: bool = True # bf16 autocast on CUDA
     ckpt_every: int = 100 # checkpoint interval (steps)
@@ -100,6 +101,7 @@ class LatentDiffusionConfig(Config):
     num_inference_steps: int = 10 # sampler steps
     decode_tile: tuple[int, int, int]|None = None # None: one-pass decode; else tile size in LATENT voxels (vqgan.tiled_decode)
     decode_overlap: float = 0.25 # tile overlap
+    inference_weights: Literal["fp32", "bf16"] = "bf16" # denoiser and decoder weights while sampling under bf16 autocast on CUDA (fp32 elsewhere)
     seed: int = 0 # seed for everything
     device: str = "auto" # 'auto', 'cpu', 'cuda', ...
     budget: str|None = None # GPU memory budget (e.g. "24GB"): training and sampling ask the memory planner first and refuse with its numbers
@@ -139,8 +141,8 @@ class LatentDiffusionConfig(Config):
     def train_config(self, steps:int|None=None, seed:int|None=None) -> TrainConfig:
         n = self.steps if steps is None else steps
         return TrainConfig(steps=n, lr=self.lr, weight_decay=self.weight_decay, warmup_steps=min(self.warmup_steps, n - 1),
-                           loss_type=self.loss_type, grad_clip=self.grad_clip, ema_decay=self.ema_decay, amp=self.amp,
-                           ckpt_every=self.ckpt_every, log_every=max(1, min(10, n // 10)), seed=self.seed if seed is None else seed)
+                           loss_type=self.loss_type, grad_clip=self.grad_clip, ema_decay=self.ema_decay, ema_device=self.ema_device,
+                           amp=self.amp, ckpt_every=self.ckpt_every, log_every=max(1, min(10, n // 10)), seed=self.seed if seed is None else seed)
     def vqgan_train_config(self) -> VQGANTrainConfig:
         return VQGANTrainConfig(steps=self.vqgan_steps, lr=self.vqgan_lr, spectral_weight=self.spectral_weight,
                                 perceptual_weight=self.perceptual_weight, adv_weight=self.adv_weight, adv_warmup_steps=self.adv_warmup_steps,
@@ -533,7 +535,7 @@ def generate(model:nn.Module, # trained conditioned latent denoiser (LDMResult.m
     den = CFGDenoiser(model, cfg.guidance_scale) if cfg.guidance_scale != 1 else model
     kw = {"conditioning_scale": cfg.conditioning_scale} if cfg.conditioning == "controlnet" else None
     ld = LatentDiffusion(vqgan.to(dev), den, cfg.noise_schedule(), scale_factor, cfg.latent_kind, cfg.decode_quantized,
-                         cfg.decode_tile, cfg.decode_overlap)
+                         cfg.decode_tile, cfg.decode_overlap, weights=cfg.inference_weights)
     cond = make_condition(prep.onehot, cfg)[None]
     seg = _pad_end(torch.from_numpy(np.asarray(prep.onehot)).float(), vqgan.downsample_factor)[None] if vqgan.spade_label_channels else None
     g = torch.Generator().manual_seed(cfg.seed if seed is None else seed)
@@ -697,4 +699,5 @@ def plan_config(cfg:LatentDiffusionConfig, # settings of either system
                             norm_num_groups=cfg.norm_num_groups, additive_skips=False, vq_channels=cfg.vqgan_channels,
                             vq_num_res_blocks=cfg.vqgan_num_res_blocks, vq_norm="channel", num_embeddings=cfg.num_embeddings,
                             use_checkpointing=cfg.use_checkpointing, ema=cfg.ema_decay is not None, amp=cfg.amp,
-                            decode_tile=cfg.decode_tile, decode_overlap=cfg.decode_overlap)
+                            decode_tile=cfg.decode_tile, decode_overlap=cfg.decode_overlap, freeze_weights=True,
+                            inference_weights=cfg.inference_weights, ema_device=cfg.ema_device)   # what train/generate run

@@ -15,6 +15,7 @@ from .core import get_device, autocast, atomic_write, save_json, load_json
 from .vqgan import VQGAN, tiled_decode
 from .schedules import NoiseSchedule
 from .samplers import Sampler, sample_loop
+from .fullres import inference_weights, sampling_weights_dtype
 
 # %% auto #0
 __all__ = ['LatentKind', 'encode_volume', 'decode_latent', 'compute_scale_factor', 'StaleCacheError', 'vqgan_fingerprint',
@@ -68,8 +69,9 @@ def decode_latent(vqgan:VQGAN, # the VQ-GAN whose decoder to use
                   device:str|torch.device="cpu", # where the decoder runs
                   amp:bool=True, # bf16 autocast on CUDA
                   seg:torch.Tensor|None=None, # SPADE decoder only: label map (K, *spatial), or (B, K, *spatial) with a batched `z`
+                  weights_dtype:torch.dtype|None=None, # hold the decoder's weights in this dtype meanwhile (`fullres.sampling_weights_dtype`)
                  ) -> torch.Tensor: # image, same leading dims as `z`, float32 on the CPU
-    "Decode a latent in one pass or in halo tiles (exact for the voxel-local decoder), cropped to `shape`."
+    "Decode a latent in one pass or in halo tiles (exact for the voxel-local decoder), cropped to `shape`; weights frozen meanwhile."
     batched = z.ndim == vqgan.spatial_dims + 2
     zb = (z if batched else z[None]).float()
     if seg is not None:
@@ -80,7 +82,7 @@ def decode_latent(vqgan:VQGAN, # the VQ-GAN whose decoder to use
     was = vqgan.training
     vqgan.eval()
     try:
-        with torch.no_grad():
+        with torch.no_grad(), inference_weights(vqgan, weights_dtype):
             if tile is None:
                 with autocast(dev, amp): out = vqgan.decode(zb.to(dev), shape, seg=None if seg is None else seg.to(dev))
             else:
@@ -247,15 +249,18 @@ class LatentDiffusion(nn.Module):
                  decode_quantized:bool=True, # snap sampled latents to the nearest codes before decoding (kind='quantized' only)
                  tile:Sequence[int]|None=None, # None: decode in one pass; else tile size in LATENT voxels
                  overlap:float=0.25, # tile overlap
+                 weights:Literal["fp32", "bf16"]="fp32", # weights while sampling/decoding under bf16 autocast on CUDA (fp32 elsewhere)
                 ):
         super().__init__()
         _check_kind(kind)
+        sampling_weights_dtype(weights, "cpu", False)                           # checks the name
         if not scale_factor > 0: raise ValueError(f"scale_factor must be > 0, got {scale_factor}")
         if tile is not None and len(tile) != vqgan.spatial_dims:
             raise ValueError(f"tile {tuple(tile)} needs {vqgan.spatial_dims} sizes (latent voxels), one per spatial axis")
         self.vqgan, self.denoiser, self.schedule = vqgan.eval(), denoiser, schedule    # encode/decode run under no_grad
         self.scale_factor, self.kind, self.decode_quantized = float(scale_factor), kind, decode_quantized
         self.tile, self.overlap = (tuple(int(t) for t in tile) if tile is not None else None), overlap
+        self.weights = weights
 
     def train(self, mode:bool=True):
         super().train(mode); self.vqgan.eval(); return self                     # the autoencoder stays in eval mode
@@ -280,7 +285,8 @@ class LatentDiffusion(nn.Module):
         z = z.float().to(self.device) / self.scale_factor
         if self.kind == "quantized" and self.decode_quantized:
             with torch.no_grad(): z = self.vqgan.quantizer.embed(self.vqgan.quantize(z, update=False).indices)
-        return decode_latent(self.vqgan, z, shape, self.tile, self.overlap, self.device, seg=seg)
+        return decode_latent(self.vqgan, z, shape, self.tile, self.overlap, self.device, seg=seg,
+                             weights_dtype=sampling_weights_dtype(self.weights, self.device, True))
 
     def reconstruct(self, x:torch.Tensor, # images (B, in_channels, *spatial) in [-1, 1]
                     seg:torch.Tensor|None=None, # their label maps, for a SPADE decoder
@@ -307,7 +313,8 @@ class LatentDiffusion(nn.Module):
             with autocast(dev, amp):
                 return (self.denoiser(x, t, **kw) if c is None else self.denoiser(x, t, c, **kw)).float()
         shape = (batch_size, self.vqgan.latent_channels, *[int(s) for s in latent_shape])
-        return sample_loop(fn, sampler, shape=shape, generator=generator, device=dev, progress=progress)
+        with inference_weights(self.denoiser, sampling_weights_dtype(self.weights, dev, amp)):      # frozen; bf16 if asked
+            return sample_loop(fn, sampler, shape=shape, generator=generator, device=dev, progress=progress)
 
     def sample(self, sampler:Sampler, # sampler over `schedule`
                image_shape:Sequence[int], # spatial shape of the image to generate

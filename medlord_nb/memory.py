@@ -882,7 +882,8 @@ def _plan_train(cfg, precision, budget, margin) -> PhasePlan:
     specs = {ck: patch_model_spec(dataclasses.replace(cfg, use_checkpointing=ck)) for ck in (False, True)}
     def make(use_checkpointing, batch_size, patch_size):
         return TrainStep(specs[use_checkpointing], (batch_size, 1, *patch_size), cfg.cond_channels, precision,
-                         ema=cfg.ema_decay is not None, grad_clip=cfg.grad_clip is not None)
+                         ema=cfg.ema_decay is not None, grad_clip=cfg.grad_clip is not None,
+                         ema_host=getattr(cfg, "ema_device", None) == "cpu")
     tried = []
     for i, c in enumerate(_train_candidates(cfg, 2 ** (len(cfg.channels) - 1))):   # fastest first; stop at the first fit
         tr = evaluate(make, c, budget, margin, tried)
@@ -914,7 +915,7 @@ def _configured_patch(cfg, shape, precision, phase):
         s = {"window": cfg.window, **({"host_volume": True} if hv else {})}
         return ph, _fmt_setting(s), f"denoising a {'x'.join(map(str, shape))} volume"
     ph = TrainStep(patch_model_spec(cfg), (cfg.batch_size, 1, *cfg.patch_size), cfg.cond_channels, precision,
-                   ema=cfg.ema_decay is not None, grad_clip=cfg.grad_clip is not None)
+                   ema=cfg.ema_decay is not None, grad_clip=cfg.grad_clip is not None, ema_host=getattr(cfg, "ema_device", None) == "cpu")
     return (ph, _fmt_setting(dict(batch_size=cfg.batch_size, patch_size=cfg.patch_size, use_checkpointing=cfg.use_checkpointing)),
             f"a training step on {cfg.batch_size} patches of {'x'.join(map(str, cfg.patch_size))}")
 

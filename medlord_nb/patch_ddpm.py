@@ -17,7 +17,7 @@ from .samplers import DDPMSampler, DDIMSampler, DPMSolverPP2MSampler
 from .unet import UNet
 from .conditioning import ConcatConditioned
 from .training import Trainer, TrainConfig, Batch
-from .fullres import sample_volume
+from .fullres import sample_volume, sampling_weights_dtype
 from .datasets import expand_samples, load_case
 from .evaluation import conditioning_report
 from .memory import check_budget, PlanError
@@ -53,6 +53,7 @@ class PatchDDPMConfig(Config):
     lr: float = 1e-3 # AdamW peak learning rate
     warmup_steps: int = 10 # linear warm-up
     ema_decay: float|None = 0.99 # EMA of the weights (None: off)
+    ema_device: str|None = None # 'cpu': the EMA copy waits in host memory while training (one weight copy less on the GPU)
     grad_clip: float|None = 1.0 # gradient norm clip
     amp: bool = True # bf16 autocast on CUDA
     ckpt_every: int = 100 # checkpoint interval (steps)
@@ -60,6 +61,8 @@ class PatchDDPMConfig(Config):
     num_inference_steps: int = 5 # sampler steps
     window: tuple[int, int, int]|None = None # None: one pass over the whole volume; else sliding-window size
     overlap: float = 0.25 # window overlap
+    host_volume: bool = True # windowed sampling on a GPU: x_t, condition and blended output in host memory, only windows on the GPU
+    inference_weights: Literal["fp32", "bf16"] = "bf16" # weights while sampling under bf16 autocast on CUDA (fp32 elsewhere)
     budget: str|None = None # GPU memory budget, e.g. "24GB": train and generate refuse (PlanError) settings that do not fit it
     seed: int = 0 # seed for everything
     device: str = "auto" # 'auto', 'cpu', 'cuda', ...
@@ -83,8 +86,8 @@ class PatchDDPMConfig(Config):
     def cond_channels(self) -> int: return self.num_classes + 3
     def train_config(self) -> TrainConfig:
         return TrainConfig(steps=self.steps, lr=self.lr, warmup_steps=self.warmup_steps, loss_type=self.loss_type,
-                           grad_clip=self.grad_clip, ema_decay=self.ema_decay, amp=self.amp, ckpt_every=self.ckpt_every,
-                           log_every=max(1, min(10, self.steps // 10)), seed=self.seed)
+                           grad_clip=self.grad_clip, ema_decay=self.ema_decay, ema_device=self.ema_device, amp=self.amp,
+                           ckpt_every=self.ckpt_every, log_every=max(1, min(10, self.steps // 10)), seed=self.seed)
     def noise_schedule(self) -> NoiseSchedule:
         return NoiseSchedule(self.schedule, self.num_train_timesteps, prediction_type=self.prediction_type)
 
@@ -183,8 +186,11 @@ def generate(model:nn.Module, # trained ConcatConditioned denoiser
         check_budget(cfg, np.shape(classes), cfg.budget, phase="denoise", precision=_precision(cfg))
     cond = condition(classes, cfg.num_classes)[None]
     g = torch.Generator().manual_seed(cfg.seed if seed is None else seed)
+    dev = get_device(cfg.device)
     x = sample_volume(model, make_sampler(cfg), (1, 1, *classes.shape), cond, window=cfg.window, overlap=cfg.overlap,
-                      generator=g, device=cfg.device, amp=cfg.amp, progress=progress)
+                      generator=g, device=dev, amp=cfg.amp, progress=progress,
+                      volume_device="cpu" if cfg.host_volume and cfg.window is not None else None,
+                      weights_dtype=sampling_weights_dtype(cfg.inference_weights, dev, cfg.amp))
     return unit_to_hu(x[0, 0].clamp(-1, 1).cpu().numpy())
 
 # %% ../nbs/12_patch_ddpm.ipynb #43e300a0

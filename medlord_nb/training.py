@@ -64,6 +64,7 @@ class TrainConfig(Config):
     loss_type: LossType = "mse" # 'mse', 'l1' or 'smooth_l1'
     grad_clip: float|None = 1.0 # max gradient norm (None: no clipping)
     ema_decay: float|None = 0.999 # EMA decay (None: no EMA)
+    ema_device: str|None = None # where the EMA copy lives: None = with the model, 'cpu' = host memory (one weight copy less on the GPU)
     amp: bool = True # bf16 autocast on CUDA (no effect on CPU)
     ckpt_every: int = 0 # write last.pt every N steps (0: only at the end)
     log_every: int = 10 # record the loss every N steps
@@ -73,6 +74,7 @@ class TrainConfig(Config):
         if self.steps < 1: raise ConfigError(f"steps must be >= 1, got {self.steps}")
         if self.lr <= 0: raise ConfigError(f"lr must be > 0, got {self.lr}")
         if self.ema_decay is not None and not 0 < self.ema_decay < 1: raise ConfigError(f"ema_decay must be in (0, 1), got {self.ema_decay}")
+        if self.ema_device not in (None, "cpu"): raise ConfigError(f"ema_device must be None (with the model) or 'cpu' (host memory), got {self.ema_device!r}")
 
 def lr_lambda(cfg:TrainConfig) -> Callable[[int], float]:
     "Multiplier of the base LR at each step: linear warm-up, then cosine (or constant)."
@@ -171,7 +173,8 @@ class Trainer:
             self.ddp = DistributedDataParallel(self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
         self.opt = torch.optim.AdamW(self.model.parameters(), lr=self.cfg.lr, weight_decay=self.cfg.weight_decay)
         self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, lr_lambda(self.cfg))
-        self.ema = (AveragedModel(self.model, multi_avg_fn=get_ema_multi_avg_fn(self.cfg.ema_decay), use_buffers=True)
+        self.ema = (AveragedModel(self.model, device=self.cfg.ema_device, multi_avg_fn=get_ema_multi_avg_fn(self.cfg.ema_decay),
+                                  use_buffers=True)
                     if self.cfg.ema_decay else None)
         seed = self.cfg.seed if shard == "split" else derive_seed(self.cfg.seed, self.rank)
         self.gen = torch.Generator().manual_seed(seed)
@@ -222,7 +225,7 @@ class Trainer:
         if not isinstance(sd, dict) or "model" not in sd: raise ValueError(f"{path}: not a training checkpoint of Trainer.save; delete it to start over")
         if sd.get("cfg") and sd["cfg"] != self.cfg.to_dict():
             diff = {k: (sd["cfg"].get(k), v) for k, v in self.cfg.to_dict().items() if sd["cfg"].get(k) != v}
-            if set(diff) - {"steps", "ckpt_every", "log_every"}:
+            if set(diff) - {"steps", "ckpt_every", "log_every", "ema_device"}:
                 raise ValueError(f"{path} was written with different training settings {diff} (checkpoint, now); "
                                  f"resume with the same config or start a new run")
         ws, sh = sd.get("world_size", 1), sd.get("shard", "split")
@@ -280,7 +283,7 @@ class Trainer:
 
     @property
     def eval_model(self) -> nn.Module:
-        "The EMA weights (or the raw model without EMA), in eval mode, for sampling."
+        "The EMA weights (or the raw model without EMA), in eval mode, for sampling (on `ema_device` when set: samplers move it)."
         m = self.ema.module if self.ema is not None else self.model
         return m.eval()
 

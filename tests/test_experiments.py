@@ -13,8 +13,11 @@ DEMO_SMOKE = {"train_steps": 3, "sampler_steps": 2, "device": "cpu"}
 
 @pytest.fixture(scope="module")
 def demo_run(tmp_path_factory):
+    "`medlord demo` at smoke size, through the CLI (which runs the demo notebook with papermill, as `make demo` does)."
+    from medlord_nb.cli import main
     root = tmp_path_factory.mktemp("runs")
-    return run_experiment(ROOT/"nbs/experiments/demo.ipynb", name="demo", root=root, params=DEMO_SMOKE, progress=False)
+    assert main(["demo", "--out", str(root/"demo"), *[a for k, v in DEMO_SMOKE.items() for a in ("--param", f"{k}={v}")]]) == 0
+    return root/"demo"
 
 def test_demo_metrics(demo_run):
     m = load_json(demo_run/"metrics.json")
@@ -50,9 +53,16 @@ def test_demo_outputs(demo_run):
     x = np.asarray(img.dataobj)
     assert np.isfinite(x).all() and x.min() >= -1000 and x.max() <= 1000
 
-def test_run_dir_never_overwritten(demo_run):
+def test_run_dir_never_overwritten(demo_run, capsys):
     with pytest.raises(FileExistsError, match="already exists"):
         run_experiment(ROOT/"nbs/experiments/demo.ipynb", name=demo_run.name, root=demo_run.parent, progress=False)
+    from medlord_nb.cli import main
+    before = (demo_run/"metrics.json").read_bytes()
+    capsys.readouterr()
+    assert main(["demo", "--out", str(demo_run)]) == 2                  # the CLI refuses too, in one line, without --force
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "already exists" in err and "--force" in err, err
+    assert (demo_run/"metrics.json").read_bytes() == before
 
 def test_misspelled_parameter_is_rejected(tmp_path):
     with pytest.raises(pm.PapermillExecutionError, match="did you mean 'n_patches'"):
@@ -62,7 +72,9 @@ def test_misspelled_parameter_is_rejected(tmp_path):
 def test_patch_ddpm_lung_with_config_overrides(tmp_path):
     cfg = tmp_path/"smoke.yaml"
     cfg.write_text("steps: 3\nnum_inference_steps: 2\nsampler: dpmpp_2m\ndevice: cpu\nwindow: [64, 64, 32]\n", encoding="utf-8")
-    run = run_experiment("patch_ddpm_lung", name="lung", root=tmp_path, config=cfg, params={"seed": 1}, progress=False)
+    from medlord_nb.cli import main                     # `medlord run`, as the README documents it
+    assert main(["run", "patch_ddpm_lung", "--config", str(cfg), "--name", "lung", "--root", str(tmp_path), "--param", "seed=1"]) == 0
+    run = tmp_path/"lung"
     m = load_json(run/"metrics.json")
     assert m["experiment"] == "patch_ddpm_lung" and m["train_steps"] == 3
     assert m["mask_adherence"]["protocol"] == "mask-adherence-hu-v1"
