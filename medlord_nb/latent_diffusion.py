@@ -20,7 +20,7 @@ from .training import Trainer, TrainConfig, Batch
 from .vqgan import VQGAN, VQBatch, VQGANTrainConfig, VQGANTrainer, make_discriminator, PerceptualLoss3D
 from .latents import LatentSet, LatentDiffusion, encode_dataset, encode_volume, decode_latent
 from .evaluation import conditioning_report
-from .conditioning import ConcatConditioned, ControlNetLite, ControlledUNet, SPADEUNet, ConditionDropout, CFGDenoiser
+from .conditioning import ConcatConditioned, ControlNetLite, ControlledUNet, SPADEUNet, ConditionDropout, CFGDenoiser, _pad_end
 from . import patch_ddpm
 from .datasets import is_dataset, expand_samples, load_case   # volume specs shared by every pipeline
 
@@ -204,12 +204,6 @@ def _pool(x:torch.Tensor, f:Sequence[int]) -> torch.Tensor:
     if any(extra): x = F.pad(x[None], [p for e in reversed(extra) for p in (0, e)], mode="replicate")[0]
     return (F.avg_pool2d, F.avg_pool3d)[len(f) - 2](x[None], f, f)[0]
 
-def _pad_end(x:torch.Tensor, f:int) -> torch.Tensor:
-    "(C, *spatial) replicate-padded at the far end of each axis to a multiple of f (as `VQGAN.pad` pads the image)."
-    extra = [(-n) % f for n in x.shape[1:]]
-    if not any(extra): return x
-    return F.pad(x[None], [p for e in reversed(extra) for p in (0, e)], mode="replicate")[0]
-
 def to_source_grid(x:np.ndarray|torch.Tensor, # (X', Y', Z') volume on the working grid
                    downsample:Sequence[int], # the pooling factor `prepare` used
                    shape:Sequence[int], # the source shape to return
@@ -342,7 +336,7 @@ def reconstruction_psnr(vqgan:VQGAN, # trained VQ-GAN
     z_e = encode_volume(vqgan, x, "mean", cfg.device, cfg.amp)
     with torch.no_grad(): q = vqgan.quantize(z_e[None].to(next(vqgan.parameters()).device), update=False)
     z = vqgan.quantizer.embed(q.indices)[0].float().cpu() if cfg.latent_kind == "quantized" else z_e
-    seg = _pad_end(torch.from_numpy(prep.onehot).float(), vqgan.downsample_factor) if vqgan.spade_label_channels else None
+    seg = torch.from_numpy(np.asarray(prep.onehot)).float() if vqgan.spade_label_channels else None   # the VQ-GAN pads it like the image
     rec = decode_latent(vqgan, z, x.shape, cfg.decode_tile, cfg.decode_overlap, cfg.device, cfg.amp, seg=seg)[0].clamp(-1, 1)
     mse, flat = float(((rec - x) ** 2).mean()), float(((x - x.mean()) ** 2).mean())
     return {"protocol": "vqgan-recon-psnr-v1", "psnr_db": _psnr(mse), "mse_unit": mse,
@@ -379,7 +373,8 @@ def make_condition(prep_onehot:np.ndarray|torch.Tensor, # (K, X', Y', Z') soft o
                    cfg:LatentDiffusionConfig, # settings (conditioning, downsample_factor)
                   ) -> torch.Tensor: # (K, *cond_spatial) float32
     "The condition a denoiser takes: full-resolution one-hot padded to the latent grid (or pooled to it for concat)."
-    oh = _pad_end(torch.as_tensor(np.asarray(prep_onehot) if not torch.is_tensor(prep_onehot) else prep_onehot).float(), cfg.downsample_factor)
+    oh = torch.as_tensor(np.asarray(prep_onehot) if not torch.is_tensor(prep_onehot) else prep_onehot).float()
+    oh = _pad_end(oh[None], cfg.downsample_factor)[0]                 # replicate-padded to the latent grid, as the image is
     return _pool(oh, (cfg.downsample_factor,) * (oh.ndim - 1)) if cfg.conditioning == "concat" else oh
 
 class LatentBatches:
@@ -537,7 +532,7 @@ def generate(model:nn.Module, # trained conditioned latent denoiser (LDMResult.m
     ld = LatentDiffusion(vqgan.to(dev), den, cfg.noise_schedule(), scale_factor, cfg.latent_kind, cfg.decode_quantized,
                          cfg.decode_tile, cfg.decode_overlap, weights=cfg.inference_weights)
     cond = make_condition(prep.onehot, cfg)[None]
-    seg = _pad_end(torch.from_numpy(np.asarray(prep.onehot)).float(), vqgan.downsample_factor)[None] if vqgan.spade_label_channels else None
+    seg = torch.from_numpy(np.asarray(prep.onehot)).float()[None] if vqgan.spade_label_channels else None   # the VQ-GAN pads it like the image
     g = torch.Generator().manual_seed(cfg.seed if seed is None else seed)
     x = ld.sample(make_sampler(cfg), prep.image.shape, cond, generator=g, amp=cfg.amp, progress=progress, model_kwargs=kw, seg=seg)
     return unit_to_hu(to_source_grid(x[0, 0].clamp(-1, 1), prep.downsample, prep.source_shape)).astype(np.float32)

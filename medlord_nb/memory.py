@@ -882,8 +882,7 @@ def _plan_train(cfg, precision, budget, margin) -> PhasePlan:
     specs = {ck: patch_model_spec(dataclasses.replace(cfg, use_checkpointing=ck)) for ck in (False, True)}
     def make(use_checkpointing, batch_size, patch_size):
         return TrainStep(specs[use_checkpointing], (batch_size, 1, *patch_size), cfg.cond_channels, precision,
-                         ema=cfg.ema_decay is not None, grad_clip=cfg.grad_clip is not None,
-                         ema_host=getattr(cfg, "ema_device", None) == "cpu")
+                         ema=cfg.ema_decay is not None, grad_clip=cfg.grad_clip is not None, ema_host=cfg.ema_device == "cpu")
     tried = []
     for i, c in enumerate(_train_candidates(cfg, 2 ** (len(cfg.channels) - 1))):   # fastest first; stop at the first fit
         tr = evaluate(make, c, budget, margin, tried)
@@ -901,21 +900,21 @@ def _plan_patch(cfg, shape, precision, budget, margin, phases=("train", "denoise
     if "denoise" in phases:
         out["denoise"] = _plan_denoise(patch_model_spec(dataclasses.replace(cfg, use_checkpointing=False)), cfg.cond_channels,
                                        shape, precision, cfg.overlap, budget, margin, weights=_patch_weights(cfg, precision),
-                                       host_volume=None if hasattr(cfg, "host_volume") else False)
+                                       host_volume=None if cfg.host_volume else False)   # None: without, then with the volume in host memory
     return out
 
 def _patch_weights(cfg, precision):
-    return getattr(cfg, "inference_weights", "fp32") if precision == "bf16" else "fp32"
+    return cfg.inference_weights if precision == "bf16" else "fp32"
 
 def _configured_patch(cfg, shape, precision, phase):
     if phase == "denoise":
-        hv = bool(getattr(cfg, "host_volume", False)) and cfg.window is not None
+        hv = cfg.host_volume and cfg.window is not None
         ph = DenoiseStep(patch_model_spec(dataclasses.replace(cfg, use_checkpointing=False)), (1, 1, *shape), cfg.cond_channels,
                          precision, cfg.window, cfg.overlap, 1, weights=_patch_weights(cfg, precision), host_volume=hv)
         s = {"window": cfg.window, **({"host_volume": True} if hv else {})}
         return ph, _fmt_setting(s), f"denoising a {'x'.join(map(str, shape))} volume"
     ph = TrainStep(patch_model_spec(cfg), (cfg.batch_size, 1, *cfg.patch_size), cfg.cond_channels, precision,
-                   ema=cfg.ema_decay is not None, grad_clip=cfg.grad_clip is not None, ema_host=getattr(cfg, "ema_device", None) == "cpu")
+                   ema=cfg.ema_decay is not None, grad_clip=cfg.grad_clip is not None, ema_host=cfg.ema_device == "cpu")
     return (ph, _fmt_setting(dict(batch_size=cfg.batch_size, patch_size=cfg.patch_size, use_checkpointing=cfg.use_checkpointing)),
             f"a training step on {cfg.batch_size} patches of {'x'.join(map(str, cfg.patch_size))}")
 
