@@ -83,11 +83,13 @@ def phases_for(s:Setup, pipeline:str, shape, precision:str) -> dict:
         return {
             "train": (TrainStep(latent_unet_spec(c, True), z, 0, precision, ema=True, ema_host=w == "bf16", name="ours-train"),
                       TrainStep(s.monai_unet_latent, z, 0, precision, ema=True, name="monai-train"),
-                      "UNet, whole latent, chunked GroupNorm, gradient checkpointing" + (", EMA in host memory" if w == "bf16" else ""),
+                      "UNet, whole latent, slab-wise norm+conv, gradient checkpointing" + (", EMA in host memory" if w == "bf16" else ""),
                       "DiffusionModelUNet, whole latent"),
-            "denoise": (DenoiseStep(latent_unet_spec(c, False), z, 0, precision, frozen=True, weights=w, name="ours-denoise"),
+            "denoise": (DenoiseStep(latent_unet_spec(c, False), z, 0, precision, frozen=True, weights=w, host_skips=w == "bf16",
+                                    name="ours-denoise"),
                         DenoiseStep(s.monai_unet_latent, z, 0, precision, inferer="monai", name="monai-denoise"),
-                        f"UNet, one pass over the latent, frozen {w} weights", "DiffusionModelUNet, one pass"),
+                        f"UNet, one pass over the latent, full-size blocks streamed slab by slab, frozen {w} weights"
+                        + (", skips in host memory" if w == "bf16" else ""), "DiffusionModelUNet, one pass"),
             "decode": (DecodeStep(vqgan_spec(c), z, precision, tile=tile, frozen=True, weights=w, name="ours-decode"),
                        DecodeStep(s.monai_vqvae, z, precision, name="monai-decode"),
                        f"VQGAN tiled decode, {'x'.join(map(str, tile))} latent tiles, {w} weights, output in host memory", "VQVAE.decode, one pass"),

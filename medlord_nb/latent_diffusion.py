@@ -102,6 +102,7 @@ class LatentDiffusionConfig(Config):
     decode_tile: tuple[int, int, int]|None = None # None: one-pass decode; else tile size in LATENT voxels (vqgan.tiled_decode)
     decode_overlap: float = 0.25 # tile overlap
     inference_weights: Literal["fp32", "bf16"] = "bf16" # denoiser and decoder weights while sampling under bf16 autocast on CUDA (fp32 elsewhere)
+    host_skips: bool = False # sampling: the denoiser's full-size skips wait in host memory (0.25 GiB less at 512x512x256; PCIe traffic every step)
     seed: int = 0 # seed for everything
     device: str = "auto" # 'auto', 'cpu', 'cuda', ...
     budget: str|None = None # GPU memory budget (e.g. "24GB"): training and sampling ask the memory planner first and refuse with its numbers
@@ -530,7 +531,7 @@ def generate(model:nn.Module, # trained conditioned latent denoiser (LDMResult.m
     den = CFGDenoiser(model, cfg.guidance_scale) if cfg.guidance_scale != 1 else model
     kw = {"conditioning_scale": cfg.conditioning_scale} if cfg.conditioning == "controlnet" else None
     ld = LatentDiffusion(vqgan.to(dev), den, cfg.noise_schedule(), scale_factor, cfg.latent_kind, cfg.decode_quantized,
-                         cfg.decode_tile, cfg.decode_overlap, weights=cfg.inference_weights)
+                         cfg.decode_tile, cfg.decode_overlap, weights=cfg.inference_weights, skip_device="cpu" if cfg.host_skips else None)
     cond = make_condition(prep.onehot, cfg)[None]
     seg = torch.from_numpy(np.asarray(prep.onehot)).float()[None] if vqgan.spade_label_channels else None   # the VQ-GAN pads it like the image
     g = torch.Generator().manual_seed(cfg.seed if seed is None else seed)
@@ -695,4 +696,4 @@ def plan_config(cfg:LatentDiffusionConfig, # settings of either system
                             vq_num_res_blocks=cfg.vqgan_num_res_blocks, vq_norm="channel", num_embeddings=cfg.num_embeddings,
                             use_checkpointing=cfg.use_checkpointing, ema=cfg.ema_decay is not None, amp=cfg.amp,
                             decode_tile=cfg.decode_tile, decode_overlap=cfg.decode_overlap, freeze_weights=True,
-                            inference_weights=cfg.inference_weights, ema_device=cfg.ema_device)   # what train/generate run
+                            inference_weights=cfg.inference_weights, ema_device=cfg.ema_device, host_skips=cfg.host_skips)   # what train/generate run

@@ -15,7 +15,7 @@ from .core import get_device, autocast, atomic_write, save_json, load_json
 from .vqgan import VQGAN, tiled_decode
 from .schedules import NoiseSchedule
 from .samplers import Sampler, sample_loop
-from .fullres import inference_weights, sampling_weights_dtype
+from .fullres import inference_weights, sampling_weights_dtype, host_skips
 
 # %% auto #0
 __all__ = ['LatentKind', 'encode_volume', 'decode_latent', 'compute_scale_factor', 'StaleCacheError', 'vqgan_fingerprint',
@@ -250,6 +250,7 @@ class LatentDiffusion(nn.Module):
                  tile:Sequence[int]|None=None, # None: decode in one pass; else tile size in LATENT voxels
                  overlap:float=0.25, # tile overlap
                  weights:Literal["fp32", "bf16"]="fp32", # weights while sampling/decoding under bf16 autocast on CUDA (fp32 elsewhere)
+                 skip_device:str|torch.device|None=None, # where the denoiser's full-size skips wait while sampling (e.g. 'cpu'; `fullres.host_skips`)
                 ):
         super().__init__()
         _check_kind(kind)
@@ -260,7 +261,7 @@ class LatentDiffusion(nn.Module):
         self.vqgan, self.denoiser, self.schedule = vqgan.eval(), denoiser, schedule    # encode/decode run under no_grad
         self.scale_factor, self.kind, self.decode_quantized = float(scale_factor), kind, decode_quantized
         self.tile, self.overlap = (tuple(int(t) for t in tile) if tile is not None else None), overlap
-        self.weights = weights
+        self.weights, self.skip_device = weights, skip_device
 
     def train(self, mode:bool=True):
         super().train(mode); self.vqgan.eval(); return self                     # the autoencoder stays in eval mode
@@ -313,7 +314,7 @@ class LatentDiffusion(nn.Module):
             with autocast(dev, amp):
                 return (self.denoiser(x, t, **kw) if c is None else self.denoiser(x, t, c, **kw)).float()
         shape = (batch_size, self.vqgan.latent_channels, *[int(s) for s in latent_shape])
-        with inference_weights(self.denoiser, sampling_weights_dtype(self.weights, dev, amp)):      # frozen; bf16 if asked
+        with inference_weights(self.denoiser, sampling_weights_dtype(self.weights, dev, amp)), host_skips(self.denoiser, self.skip_device):
             return sample_loop(fn, sampler, shape=shape, generator=generator, device=dev, progress=progress)
 
     def sample(self, sampler:Sampler, # sampler over `schedule`

@@ -297,6 +297,7 @@ class DenoiseStep:
     inferer: str = "fullres" # 'fullres' (our windowed_fn) or 'monai' (SlidingWindowInferer on the image+condition concatenation)
     weights: str = "fp32" # dtype the weights are held in while sampling: 'fp32' or 'bf16' (fullres.inference_weights)
     host_volume: bool = False # windows only: x_t, the condition and the blended output in host memory, only windows on the device
+    host_skips: bool = False # the U-Net's large skips wait in host memory during each pass (`UNet.offloading_skips`)
 
     def __post_init__(self):
         object.__setattr__(self, "shape", _shape(self.shape, "shape")); _check_precision(self.precision)
@@ -314,7 +315,7 @@ class DenoiseStep:
     def estimate(self) -> "PhaseEstimate":
         "Fake-tensor estimate; for windows, extrapolated linearly in voxels from two crops with 2 and 3 windows per axis."
         sp, pre = self.shape[2:], self.shape[:2]
-        if self.window is None: return estimate_fake(self)
+        if self.window is None: return estimate_fake(self, split_host=self.host_skips, host_meta=True)   # meta SDPA would materialise attention
         step = [max(1, int(w * (1 - self.overlap))) for w in self.window]      # MONAI's scan interval
         if self.host_volume:                                                   # the device sees windows only: any crop with a few will do
             crop = tuple(min(s, w + st) for s, w, st in zip(sp, self.window, step))
@@ -322,7 +323,7 @@ class DenoiseStep:
             return e._replace(name=self.name, input_bytes=0)
         s1 = tuple(min(s, w + st) for s, w, st in zip(sp, self.window, step))
         s2 = tuple(min(s, w + 2 * st) for s, w, st in zip(sp, self.window, step))
-        if s2 == sp: return estimate_fake(self)
+        if s2 == sp: return estimate_fake(self, split_host=self.host_skips, host_meta=True)
         e1, e2 = (estimate_peak(dataclasses.replace(self, shape=pre + c)) for c in (s1, s2))
         v1, v2, v = math.prod(s1), math.prod(s2), math.prod(sp)
         lin = lambda a, b: int(round(a + (b - a) * (v - v1) / (v2 - v1)))
@@ -337,6 +338,8 @@ class DenoiseStep:
         vol = torch.device(host if host is not None else "cpu") if self.host_volume else dev
         cuda_amp = self.precision == "bf16" and dev.type == "cuda"
         model = _build(self.model, dev).eval()
+        skips = getattr(model, "offloading_skips", None)
+        if self.host_skips and skips is None: raise ValueError(f"host_skips=True needs a model with offloading_skips (our UNet), got {type(model).__name__}")
         if self.frozen: model.requires_grad_(False)
         if self.precision == "bf16-pure" or self.weights == "bf16": cast_module(model, torch.bfloat16)
         mark("model")
@@ -346,7 +349,8 @@ class DenoiseStep:
         t = torch.full((self.shape[0],), 500, dtype=torch.long, device=vol)
         mark("inputs")
         ctx = EmulatedAutocast() if self.precision == "bf16" and dev.type != "cuda" else contextlib.nullcontext()
-        with torch.no_grad(), ctx:
+        off = skips(torch.device(host if host is not None else "cpu")) if self.host_skips else contextlib.nullcontext()
+        with torch.no_grad(), ctx, off:
             if self.inferer == "monai":                                           # MONAI stock: the network sees [x_t, cond]
                 out = self._monai(model, x_t, t, cond, dev, cuda_amp)
             elif self.window is None:
@@ -394,11 +398,13 @@ class PhaseEstimate(NamedTuple):
 
 def estimate_fake(phase:Callable, # called as phase(device) (or phase(device, host=...) with split_host)
                   split_host:bool=False, # run as phase("meta", host="cpu") and count only the device ('meta') side
+                  host_meta:bool=False, # with split_host: run as phase("cpu", host="meta") and count the 'cpu' side (CPU kernels, e.g. flash SDPA)
                  ) -> PhaseEstimate:
     "Run `phase` once on fake tensors under `LiveBytes` and report its peak and marks (not cached)."
     if split_host:
-        with FakeTensorMode(), LiveBytes(devices=("meta",)) as lb:
-            phase(torch.device("meta"), host=torch.device("cpu"))
+        dev, host = ("cpu", "meta") if host_meta else ("meta", "cpu")
+        with FakeTensorMode(), LiveBytes(devices=(dev,)) as lb:
+            phase(torch.device(dev), host=torch.device(host))
     else:
         with FakeTensorMode(), LiveBytes() as lb:
             phase(torch.device("cpu"))
@@ -737,6 +743,7 @@ def _fmt_setting(d:dict) -> str:
         elif k == "use_checkpointing": parts.append("checkpointing " + ("on" if v else "off"))
         elif k == "batch_size": parts.append(f"batch {v}")
         elif k == "host_volume": parts.append("volume in host memory" if v else "volume on the GPU")
+        elif k == "host_skips": parts.append("skips in host memory" if v else "skips on the GPU")
         elif k == "ema_device": parts.append("EMA in host memory" if v == "cpu" else "EMA on the GPU")
         else: parts.append(f"{k} {v}")
     return ", ".join(parts)
@@ -846,14 +853,16 @@ def _patch_cfg(cfg):
     return cfg
 
 def _plan_denoise(spec, cc, shape, precision, overlap, budget, margin, max_sw_batch_size=4, channels=1, frozen=False,
-                  what="volume", weights="fp32", host_volume:bool|None=False) -> PhasePlan:
-    "One pass if it fits; else the largest window with the volume on the device; else (host_volume=None) with the volume in host memory."
-    def make(window=None, sw_batch_size=1, host_volume=False):
+                  what="volume", weights="fp32", host_volume:bool|None=False, host_skips:bool|None=False) -> PhasePlan:
+    "One pass if it fits (host_skips=None: without, then with the skips in host memory); else the largest window with the volume on the device; else (host_volume=None) with the volume in host memory."
+    def make(window=None, sw_batch_size=1, host_volume=False, host_skips=bool(host_skips)):
         return DenoiseStep(spec, (1, channels, *shape), cc, precision, window, overlap, sw_batch_size, frozen=frozen,
-                           weights=weights, host_volume=host_volume)
+                           weights=weights, host_volume=host_volume, host_skips=host_skips)
     tried = []
-    one = evaluate(make, dict(window=None, sw_batch_size=1), budget, margin, tried)
-    if one.fits: return PhasePlan("denoise", one.settings, one.estimate_bytes, one.needed_bytes, True, tried, f"one pass over the whole {what}")
+    for hs in ((False, True) if host_skips is None else (bool(host_skips),)):
+        one = evaluate(make, dict(window=None, sw_batch_size=1, **({"host_skips": True} if hs else {})), budget, margin, tried)
+        if one.fits: return PhasePlan("denoise", one.settings, one.estimate_bytes, one.needed_bytes, True, tried,
+                                      f"one pass over the whole {what}" + (", the U-Net's skips in host memory" if hs else ""))
     mult = 2 ** (len(_thaw(dict(spec.kwargs).get("channels", (1,)))) - 1)
     best, note = None, f"one pass needs {format_size(one.needed_bytes)}; largest window that fits"
     for hv in ((False, True) if host_volume is None else (bool(host_volume),)):
@@ -1031,6 +1040,7 @@ class LatentPlanConfig(Config):
     freeze_weights: bool = True # sample and decode with requires_grad_(False) weights (no autocast weight cache)
     inference_weights: Literal["fp32", "bf16"] = "bf16" # weights dtype while sampling and decoding under bf16 autocast (fullres.inference_weights)
     ema_device: str|None = None # where training keeps the EMA copy: None = with the model, 'cpu' = host memory
+    host_skips: bool = False # sampling: the U-Net's full-size skips wait in host memory (`UNet.offloading_skips`)
     window: tuple[int, int, int]|None = None # sliding window over the LATENT for denoising (None: the whole latent)
     overlap: float = 0.25 # denoising window overlap
     decode_tile: tuple[int, int, int]|None = None # decode tile in latent voxels (None: one pass)
@@ -1097,7 +1107,7 @@ def latent_phases(cfg:LatentPlanConfig|dict|str|None, # the pipeline (a preset n
     return {"train": TrainStep(latent_unet_spec(cfg), z, 0, precision, ema=cfg.ema, grad_clip=True, name="train",
                                ema_host=cfg.ema_device == "cpu"),
             "denoise": DenoiseStep(latent_unet_spec(cfg, False), z, 0, precision, cfg.window, cfg.overlap, 1, name="denoise",
-                                   frozen=cfg.freeze_weights, weights=w),
+                                   frozen=cfg.freeze_weights, weights=w, host_skips=cfg.host_skips),
             "decode": DecodeStep(vqgan_spec(cfg), z, precision, cfg.decode_tile, cfg.decode_overlap, frozen=cfg.freeze_weights, weights=w)}
 
 def _plan_latent_train(cfg, lat, precision, budget, margin) -> PhasePlan:
@@ -1149,7 +1159,7 @@ def _plan_latent(cfg, shape, precision, budget, margin, phases=("train", "denois
     if "denoise" in phases:
         out["denoise"] = _plan_denoise(latent_unet_spec(cfg, False), 0, lat, precision, cfg.overlap, budget, margin,
                                        channels=cfg.latent_channels, frozen=cfg.freeze_weights, what="latent",
-                                       weights=cfg.weights_for(precision))
+                                       weights=cfg.weights_for(precision), host_skips=True if cfg.host_skips else None)
     if "decode" in phases: out["decode"] = _plan_decode(cfg, lat, precision, budget, margin)
     return out
 
@@ -1157,7 +1167,7 @@ def _configured_latent(cfg, shape, precision, phase):
     ph = latent_phases(cfg, shape, precision)[phase]
     lat = f"{cfg.latent_channels}x{'x'.join(map(str, cfg.latent_shape(shape)))} latent of a {'x'.join(map(str, shape))} volume"
     setting = {"train": lambda: _fmt_setting({"use_checkpointing": cfg.use_checkpointing, "ema_device": cfg.ema_device}),
-               "denoise": lambda: _fmt_setting({"window": cfg.window}),
+               "denoise": lambda: _fmt_setting({"window": cfg.window, **({"host_skips": True} if cfg.host_skips else {})}),
                "decode": lambda: _fmt_setting({"decode_tile": cfg.decode_tile, "decode_overlap": cfg.decode_overlap})}[phase]()
     what = {"train": f"a training step on the {lat}", "denoise": f"denoising the {lat}", "decode": f"decoding the {lat}"}[phase]
     return ph, setting, what

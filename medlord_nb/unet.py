@@ -5,7 +5,7 @@
 # %% ../nbs/05_unet.ipynb #522b209c
 from __future__ import annotations
 import contextlib, math, functools, os, weakref
-from typing import Literal, NamedTuple, Sequence
+from typing import Callable, Literal, NamedTuple, Sequence
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -15,9 +15,11 @@ from torch.utils._pytree import tree_flatten
 from .core import unsqueeze_right
 
 # %% auto #0
-__all__ = ['LEAN_NORM_BYTES', 'NORM_CHUNK_BYTES', 'timestep_embedding', 'lean_norm', 'group_norm_act', 'ResBlock',
-           'SelfAttention', 'Downsample', 'Upsample', 'ResidualShapes', 'UNet', 'count_parameters', 'ActivationStats',
-           'measure_activations', 'activation_bytes']
+__all__ = ['LEAN_NORM_BYTES', 'NORM_CHUNK_BYTES', 'STREAM_BYTES', 'SLAB_BYTES', 'timestep_embedding', 'lean_norm',
+           'group_norm_act', 'streamed', 'slab_step', 'Planes', 'read_planes', 'group_stats', 'norm_act_',
+           'conv_planes', 'stream_norm_act_conv', 'norm_act_conv', 'ResBlock', 'SelfAttention', 'Downsample',
+           'Upsample', 'ResidualShapes', 'UNet', 'count_parameters', 'ActivationStats', 'measure_activations',
+           'activation_bytes']
 
 # %% ../nbs/05_unet.ipynb #ce1a0573
 def timestep_embedding(timesteps:torch.Tensor, # shape (B,), integer or float diffusion steps
@@ -163,6 +165,222 @@ def group_norm_act(x:torch.Tensor|Sequence[torch.Tensor], # (B, C, *spatial), or
         return _GroupNormAct.apply(norm.weight, norm.bias, scale, shift, norm.num_groups, norm.eps, act, out_dtype,
                                    NORM_CHUNK_BYTES, *[t.contiguous() for t in xs])
 
+# %% ../nbs/05_unet.ipynb #5d587bc3
+STREAM_BYTES = int(os.environ.get("MEDLORD_STREAM_BYTES", 32 * 2**20))  # no-grad inputs larger than this (in fp32) take the streamed path
+SLAB_BYTES = 32 * 2**20  # fp32 working set of one slab of planes in the streamed path
+
+@contextlib.contextmanager
+def streamed(threshold:int=0, # bytes (of a block's input in fp32) above which no-grad blocks stream; 0: always
+             slab_bytes:int|None=None, # working set of one slab (None: keep SLAB_BYTES)
+            ):
+    "Context in which no-grad res blocks, upsamplers and the head run slab by slab above `threshold` bytes (tests use 0)."
+    global STREAM_BYTES, SLAB_BYTES
+    old = STREAM_BYTES, SLAB_BYTES
+    STREAM_BYTES = int(threshold)
+    if slab_bytes is not None: SLAB_BYTES = max(1, int(slab_bytes))
+    try: yield
+    finally: STREAM_BYTES, SLAB_BYTES = old
+
+def _amp(dev:torch.device) -> bool:
+    try: return torch.is_autocast_enabled(dev.type)
+    except RuntimeError: return False                                    # a device type without autocast (e.g. 'meta')
+
+def _slabs(n:int, step:int) -> list: return [(a, min(n, a + step)) for a in range(0, n, step)]
+
+def slab_step(channels:int, # widest channel count one slab carries
+              plane:int, # voxels of one plane of axis 2 (the product of the other spatial sizes)
+             ) -> int:
+    "Planes of axis 2 per slab: `channels` fp32 channels of that many planes fit in `SLAB_BYTES` (at least 1)."
+    return max(1, SLAB_BYTES // max(1, channels * plane * 4))
+
+class Planes:
+    "A (B, C, *spatial) tensor that is read a slab of axis-2 planes at a time: stored anywhere (e.g. host memory) or computed on demand."
+    def __init__(self, shape:Sequence[int], # shape of the whole tensor
+                 read:Callable, # read(a, b, device) -> planes [a, b) of axis 2, on `device`
+                 dtype:torch.dtype|None=None, # dtype of what `read` returns
+                ):
+        self.shape, self.read, self.dtype = torch.Size(shape), read, dtype
+    @classmethod
+    def of(cls, x:torch.Tensor|Planes) -> Planes:
+        "A stored tensor as Planes (slabs are copied to the device asked for)."
+        if isinstance(x, Planes): return x
+        return cls(x.shape, lambda a, b, dev: x[:, :, a:b].to(dev, non_blocking=True), x.dtype)
+    def numel(self) -> int: return math.prod(self.shape)
+    def __repr__(self): return f"Planes{tuple(self.shape)}"
+
+def read_planes(xs:Sequence[torch.Tensor|Planes], # read as their channel concatenation
+                a:int, b:int, # planes [a, b) of axis 2
+                device:torch.device, # where the slab goes
+               ) -> torch.Tensor:
+    "Planes [a, b) of `cat(xs, 1)` as one fresh tensor on `device`, in fp32 (fp64 stays fp64)."
+    xs = [Planes.of(x) for x in xs]
+    cd = torch.promote_types(xs[0].dtype or torch.float32, torch.float32)
+    if len(xs) == 1: return xs[0].read(a, b, device).to(cd, copy=True)
+    out, o = torch.empty((xs[0].shape[0], sum(x.shape[1] for x in xs), b - a, *xs[0].shape[3:]), dtype=cd, device=device), 0
+    for x in xs:
+        out[:, o:o + x.shape[1]].copy_(x.read(a, b, device)); o += x.shape[1]
+    return out
+
+def group_stats(planes:Callable, # planes(a, b) -> planes [a, b) of axis 2 of the input (any dtype)
+                n:int, # size of axis 2
+                groups:int, # GroupNorm groups
+                eps:float, # GroupNorm eps
+                step:int, # planes per slab
+               ) -> tuple[torch.Tensor, torch.Tensor]: # mean and 1/std, fp32, (B, groups) each
+    "GroupNorm statistics of a tensor that is only ever seen one slab at a time (Chan's parallel variance in fp32)."
+    cnt, mean, m2 = 0, None, None
+    for a, b in _slabs(n, step):
+        x = planes(a, b)
+        x = x.reshape(x.shape[0], groups, -1).to(torch.promote_types(x.dtype, torch.float32))
+        v, m = torch.var_mean(x, dim=2, unbiased=False); k = x.shape[2]; del x
+        if mean is None: cnt, mean, m2 = k, m, v * k; continue
+        d, tot = m - mean, cnt + k
+        mean, m2, cnt = mean + d * (k / tot), m2 + v * k + d * d * (cnt * k / tot), tot
+    return mean, torch.rsqrt(m2 / cnt + eps)
+
+def norm_act_(x:torch.Tensor, # fp32 (or fp64) slab (B, C, ...), normalised in place
+              norm:nn.GroupNorm, # groups and affine parameters
+              mean:torch.Tensor, rstd:torch.Tensor, # statistics of the whole tensor (`group_stats`)
+              scale:torch.Tensor|None=None, shift:torch.Tensor|None=None, # FiLM (B, C)
+              act:bool=True, # SiLU
+             ) -> torch.Tensor:
+    "`silu(GroupNorm(x) * (1 + scale) + shift)` of one slab with the whole tensor's statistics, in place."
+    B, C = x.shape[:2]
+    v = x.view(B, norm.num_groups, -1); v.sub_(mean[..., None]).mul_(rstd[..., None])
+    v = x.view(B, C, -1)
+    if norm.weight is not None: v.mul_(norm.weight.to(x.dtype)[None, :, None]).add_(norm.bias.to(x.dtype)[None, :, None])
+    if scale is not None: v.mul_(1 + scale.to(x.dtype)[..., None]).add_(shift.to(x.dtype)[..., None])
+    return F.silu(x, inplace=True) if act else x
+
+def conv_planes(conv:nn.Module, # a stride-1 Conv2d/Conv3d with 'same' padding
+                planes:Callable, # planes(lo, hi) -> the conv's input planes [lo, hi) of axis 2
+                n:int, # size of axis 2
+                a:int, b:int, # output planes [a, b)
+               ) -> torch.Tensor:
+    "`conv(input)[:, :, a:b]` from only the input planes it needs (zeros beyond the ends of axis 2, like the conv's own padding)."
+    p = conv.padding[0]
+    lo, hi = max(0, a - p), min(n, b + p)
+    y = planes(lo, hi)
+    if not _amp(y.device): y = y.to(conv.weight.dtype)                 # autocast casts by itself
+    if lo > a - p or hi < b + p: y = F.pad(y, (0, 0) * (y.ndim - 3) + (lo - (a - p), b + p - hi))
+    return (F.conv3d if y.ndim == 5 else F.conv2d)(y, conv.weight, conv.bias, 1, (0, *conv.padding[1:]))
+
+def _streams(conv:nn.Module) -> bool:
+    return conv.stride == (1,) * len(conv.stride) and conv.dilation == (1,) * len(conv.dilation) and conv.groups == 1 \
+        and conv.padding == tuple(k // 2 for k in conv.kernel_size)
+
+def stream_norm_act_conv(xs:Sequence[torch.Tensor|Planes], # input, read as the channel concatenation of these
+                         norm:nn.GroupNorm, # the GroupNorm
+                         conv:nn.Module, # the stride-1 'same' conv after it
+                         out_device:torch.device|None=None, # where the output goes (default: the conv's device)
+                        ) -> torch.Tensor:
+    "`conv(silu(norm(cat(xs))))` one slab at a time: never more than a slab of the normalised input (no grad)."
+    dev = conv.weight.device
+    B, sp = xs[0].shape[0], tuple(xs[0].shape[2:])
+    cin = sum(x.shape[1] for x in xs); n, plane = sp[0], math.prod(sp[1:])
+    step = slab_step(max(cin, conv.out_channels), plane)
+    raw = lambda a, b: read_planes(xs, a, b, dev)
+    mean, rstd = group_stats(raw, n, norm.num_groups, norm.eps, step)
+    out = None
+    for a, b in _slabs(n, step):
+        o = conv_planes(conv, lambda lo, hi: norm_act_(raw(lo, hi), norm, mean, rstd), n, a, b)
+        if out is None: out = torch.empty((B, o.shape[1], *sp), dtype=o.dtype, device=out_device or dev)
+        out[:, :, a:b] = o
+    return out
+
+# %% ../nbs/05_unet.ipynb #8c1929a7
+def _spatial_flip(w): return w.flip(dims=tuple(range(2, w.ndim)))
+
+def _pad_planes(y, lo, hi, a, b):
+    "Zero planes so that `y` (planes [lo, hi) of axis 2) covers [a, b)."
+    return y if (lo, hi) == (a, b) else F.pad(y, (0, 0) * (y.ndim - 3) + (lo - a, b - hi))
+
+class _NormActConv(torch.autograd.Function):
+    "conv(silu(GroupNorm(cat(xs)) * (1 + scale) + shift)) slab by slab; backward recomputes each slab from the inputs."
+    @staticmethod
+    def forward(ctx, wn, bn, scale, shift, wc, bc, norm, cd, step, *xs):
+        n, p = xs[0].shape[2], wc.shape[-1] // 2
+        raw = lambda a, b: read_planes(xs, a, b, xs[0].device)
+        mean, rstd = group_stats(raw, n, norm.num_groups, norm.eps, step)
+        w, bias, pad = wc.to(cd), None if bc is None else bc.to(cd), (0,) + (p,) * (wc.ndim - 3)
+        conv = F.conv3d if wc.ndim == 5 else F.conv2d
+        out = torch.empty((xs[0].shape[0], wc.shape[0], *xs[0].shape[2:]), dtype=cd, device=xs[0].device)
+        for a, b in _slabs(n, step):
+            lo, hi = max(0, a - p), min(n, b + p)
+            y = norm_act_(raw(lo, hi), norm, mean, rstd, scale, shift).to(cd)
+            out[:, :, a:b] = conv(_pad_planes(y, lo, hi, a - p, b + p), w, bias, 1, pad)
+        ctx.save_for_backward(wn, bn, scale, shift, wc, bc, mean, rstd, *xs)
+        ctx.norm, ctx.cd, ctx.step = norm, cd, step
+        return out
+
+    @staticmethod
+    def backward(ctx, go):
+        wn, bn, scale, shift, wc, bc, mean, rstd, *xs = ctx.saved_tensors
+        norm, cd, step = ctx.norm, ctx.cd, ctx.step
+        B, C, n, p, G = xs[0].shape[0], sum(x.shape[1] for x in xs), xs[0].shape[2], wc.shape[-1] // 2, norm.num_groups
+        f = torch.promote_types(xs[0].dtype, torch.float32)
+        dev, pad = go.device, (0,) + (p,) * (wc.ndim - 3)
+        conv = F.conv3d if wc.ndim == 5 else F.conv2d
+        gconv_w = torch.nn.grad.conv3d_weight if wc.ndim == 5 else torch.nn.grad.conv2d_weight
+        w, wt = wc.to(cd), _spatial_flip(wc.to(cd)).transpose(0, 1)         # the input gradient is a conv with the flipped kernel
+        go = go.to(cd)
+        raw = lambda a, b: read_planes(xs, a, b, dev)
+        gwc, gbc = torch.zeros(wc.shape, dtype=f, device=dev), None if bc is None else torch.zeros(bc.shape, dtype=f, device=dev)
+        gwn, gbn = (None, None) if wn is None else (torch.zeros(C, dtype=f, device=dev), torch.zeros(C, dtype=f, device=dev))
+        gsc, gsh = (None, None) if scale is None else (torch.zeros(B, C, dtype=f, device=dev), torch.zeros(B, C, dtype=f, device=dev))
+        s1, s2 = torch.zeros(B, G, dtype=f, device=dev), torch.zeros(B, G, dtype=f, device=dev)
+        gxs = [torch.empty_like(x) for x in xs]
+        N = C // G * math.prod(xs[0].shape[2:])
+        def xhat_of(a, b):
+            x = raw(a, b); v = x.view(B, G, -1); v.sub_(mean[..., None]).mul_(rstd[..., None]); return x
+        for a, b in _slabs(n, step):
+            lo, hi = max(0, a - p), min(n, b + p)
+            y = _pad_planes(norm_act_(raw(lo, hi), norm, mean, rstd, scale, shift).to(cd), lo, hi, a - p, b + p)
+            gwc += gconv_w(y, wc.shape, go[:, :, a:b], 1, pad).to(f); del y
+            if gbc is not None: gbc += go[:, :, a:b].sum(dim=(0, *range(2, go.ndim))).to(f)
+            gy = conv(_pad_planes(go[:, :, lo:hi], lo, hi, a - p, b + p), wt, None, 1, pad).to(f)   # d loss / d y on [a, b)
+            xh = xhat_of(a, b)
+            u = xh.view(B, C, -1) if wn is None else xh.view(B, C, -1) * wn.to(f)[None, :, None] + bn.to(f)[None, :, None]
+            z = u * (1 + scale.to(f))[..., None] + shift.to(f)[..., None] if scale is not None else u.clone() if wn is None else u
+            s = torch.sigmoid(z)
+            gz = gy.view(B, C, -1).mul_(z.mul_(1 - s).add_(1).mul_(s)); del z, s, gy   # silu'(z) = s (1 + z (1 - s))
+            if scale is not None:
+                gsh += gz.sum(-1); gsc += (gz * u).sum(-1); gz.mul_(1 + scale.to(f)[..., None])
+            del u
+            if wn is not None:
+                gwn += (gz * xh.view(B, C, -1)).sum((0, 2)); gbn += gz.sum((0, 2)); gz.mul_(wn.to(f)[None, :, None])
+            s1 += gz.view(B, G, -1).sum(-1); s2 += (gz * xh.view(B, C, -1)).view(B, G, -1).sum(-1)
+            gz = gz.view(B, G, -1).mul_(rstd[..., None]).view(B, C, b - a, *xs[0].shape[3:])
+            o = 0
+            for x, gx in zip(xs, gxs): gx[:, :, a:b] = gz[:, o:o + x.shape[1]]; o += x.shape[1]
+        c1, c2 = (s1 / N) * rstd, (s2 / N) * rstd                          # gx = rstd (gxhat - mean(gxhat) - xhat mean(gxhat xhat))
+        for a, b in _slabs(n, step):
+            corr = xhat_of(a, b).view(B, G, -1).mul_(c2[..., None]).add_(c1[..., None]).view(B, C, b - a, *xs[0].shape[3:])
+            o = 0
+            for x, gx in zip(xs, gxs):
+                gx[:, :, a:b] = (gx[:, :, a:b].to(f) - corr[:, o:o + x.shape[1]]).to(gx.dtype); o += x.shape[1]
+        need = ctx.needs_input_grad
+        cast = lambda g, ref, i: None if g is None or not need[i] else g.to(ref.dtype)
+        return (cast(gwn, wn, 0), cast(gbn, bn, 1), cast(gsc, scale, 2), cast(gsh, shift, 3), cast(gwc, wc, 4), cast(gbc, bc, 5),
+                None, None, None, *[g if need[9 + i] else None for i, g in enumerate(gxs)])
+
+def norm_act_conv(x:torch.Tensor|Sequence[torch.Tensor], # (B, C, *spatial), or tensors read as their channel concatenation
+                  norm:nn.GroupNorm, # the GroupNorm
+                  conv:nn.Module, # the stride-1 'same' conv after it
+                  scale:torch.Tensor|None=None, shift:torch.Tensor|None=None, # FiLM (B, C)
+                 ) -> torch.Tensor:
+    "`conv(silu(norm(cat(x)) * (1 + scale) + shift))` with gradients, one slab at a time: the normalised input never exists whole, in forward or backward."
+    xs = tuple(x) if isinstance(x, (list, tuple)) else (x,)
+    if (scale is None) != (shift is None): raise ValueError("FiLM needs both scale and shift (or neither)")
+    if not _streams(conv): raise ValueError(f"norm_act_conv needs a stride-1 conv with 'same' padding, got {conv}")
+    dev = xs[0].device
+    probe = torch.zeros(1, 1, dtype=xs[0].dtype, device=dev)              # the dtype a conv yields here (autocast, real or emulated)
+    cd = F.linear(probe, torch.zeros(1, 1, dtype=conv.weight.dtype, device=dev)).dtype
+    step = slab_step(max(sum(t.shape[1] for t in xs), conv.out_channels), math.prod(xs[0].shape[3:]))
+    with torch.autocast(dev.type, enabled=False) if _amp(dev) else contextlib.nullcontext():
+        return _NormActConv.apply(norm.weight, norm.bias, scale, shift, conv.weight, conv.bias, norm, cd, step,
+                                  *[t.contiguous() for t in xs])
+
 # %% ../nbs/05_unet.ipynb #eeeb4edd
 def _conv(spatial_dims:int, cin:int, cout:int, k:int=3, stride:int=1) -> nn.Module:
     if spatial_dims not in (2, 3): raise ValueError(f"spatial_dims must be 2 or 3, got {spatial_dims!r}")
@@ -212,16 +430,49 @@ class ResBlock(nn.Module):
             out, o = (y if out is None else out.add_(y)), o + x.shape[1]
         return out
 
-    def forward(self, x:torch.Tensor|Sequence[torch.Tensor], # input, or tensors to read as their channel concatenation (decoder skips)
+    def streams(self, xs:Sequence[torch.Tensor|Planes]) -> bool:
+        "Whether a call on `xs` takes the streamed path: no grad, no resampling or active dropout, GroupNorms, above `STREAM_BYTES`."
+        return (self.resample == "none" and not torch.is_grad_enabled() and not (self.training and self.drop.p > 0)
+                and isinstance(self.norm1, nn.GroupNorm) and isinstance(self.norm2, nn.GroupNorm)
+                and _streams(self.conv1) and _streams(self.conv2) and sum(x.numel() for x in xs) * 4 > STREAM_BYTES)
+
+    def _stream(self, xs, emb):
+        "The forward pass one slab at a time (see `stream_norm_act_conv`); only `h` after conv1 and the output are ever whole."
+        dev = self.conv1.weight.device
+        sp = tuple(xs[0].shape[2:]); n = sp[0]
+        h = stream_norm_act_conv(xs, self.norm1, self.conv1)
+        scale, shift = self.emb_proj(F.silu(emb)).to(h.dtype).chunk(2, dim=1)
+        step = slab_step(max(h.shape[1], sum(x.shape[1] for x in xs)), math.prod(sp[1:]))
+        m2, r2 = group_stats(lambda a, b: h[:, :, a:b], n, self.norm2.num_groups, self.norm2.eps, step)
+        z = lambda lo, hi: norm_act_(h[:, :, lo:hi].to(torch.promote_types(h.dtype, torch.float32), copy=True), self.norm2, m2, r2, scale, shift)
+        out = None
+        for a, b in _slabs(n, step):
+            o = conv_planes(self.conv2, z, n, a, b)
+            s = self._skip([Planes.of(x).read(a, b, dev) for x in xs])
+            o = o.add_(s) if s.dtype == o.dtype else s + o
+            if out is None: out = torch.empty((xs[0].shape[0], o.shape[1], *sp), dtype=o.dtype, device=dev)
+            out[:, :, a:b] = o
+        return out
+
+    def forward(self, x:torch.Tensor|Planes|Sequence[torch.Tensor|Planes], # input, or tensors to read as their channel concatenation (decoder skips)
                 emb:torch.Tensor, # time embedding (B, emb_dim)
                ) -> torch.Tensor:
         xs = tuple(x) if isinstance(x, (list, tuple)) else (x,)
         if self.resample != "none" and len(xs) > 1: raise ValueError("a resampling ResBlock takes one tensor, not a concatenation")
-        h = self._norm_act(self.norm1, xs)
-        if self.resample != "none": h, xs = self._resample(h), (self._resample(xs[0]),)
-        h = self.conv1(h)
+        if self.streams(xs): return self._stream(xs, emb)
+        dev = self.conv1.weight.device                                        # host skips and lazy inputs, read whole
+        xs = tuple(x.read(0, x.shape[2], dev) if isinstance(x, Planes) else x.to(dev) for x in xs)
+        lean = lambda ts, norm, conv: (torch.is_grad_enabled() and isinstance(norm, nn.GroupNorm) and _streams(conv)
+                                       and sum(t.numel() for t in ts) * 4 > LEAN_NORM_BYTES)    # training at full size: slab by slab
+        if self.resample == "none" and lean(xs, self.norm1, self.conv1): h = norm_act_conv(xs, self.norm1, self.conv1)
+        else:
+            h = self._norm_act(self.norm1, xs)
+            if self.resample != "none": h, xs = self._resample(h), (self._resample(xs[0]),)
+            h = self.conv1(h)
         scale, shift = self.emb_proj(F.silu(emb)).to(h.dtype).chunk(2, dim=1)
-        h = self.conv2(self.drop(self._norm_act(self.norm2, (h,), scale, shift)))
+        if not (self.training and self.drop.p > 0) and lean((h,), self.norm2, self.conv2):
+            h = norm_act_conv((h,), self.norm2, self.conv2, scale, shift)
+        else: h = self.conv2(self.drop(self._norm_act(self.norm2, (h,), scale, shift)))
         s = self._skip(xs)
         return h.add_(s) if s.dtype == h.dtype and s.shape == h.shape else s + h
 
@@ -259,6 +510,14 @@ class Upsample(nn.Module):
     def __init__(self, spatial_dims:int, in_channels:int, out_channels:int):
         super().__init__(); self.conv = _conv(spatial_dims, in_channels, out_channels)
     def forward(self, x, emb=None): return self.conv(F.interpolate(x, scale_factor=2.0, mode="nearest"))
+    def lazy(self, x:torch.Tensor) -> Planes:
+        "The output as `Planes` computed on demand from `x`, one slab at a time (for no-grad streaming: never stored whole)."
+        n = 2 * x.shape[2]
+        def up(lo, hi):                                                       # planes [lo, hi) of the interpolated input
+            l0 = lo // 2
+            return F.interpolate(x[:, :, l0:(hi - 1) // 2 + 1], scale_factor=2.0, mode="nearest")[:, :, lo - 2 * l0:hi - 2 * l0]
+        return Planes((x.shape[0], self.conv.out_channels, *[2 * s for s in x.shape[2:]]),
+                      lambda a, b, dev: conv_planes(self.conv, up, n, a, b).to(dev))
 
 # %% ../nbs/05_unet.ipynb #91b05fe4
 class ResidualShapes(NamedTuple):
@@ -308,6 +567,7 @@ class UNet(nn.Module):
         self.spatial_dims, self.in_channels, self.out_channels, self.channels = spatial_dims, in_channels, out_channels, channels
         self.additive_skips, self.use_checkpointing = additive_skips, use_checkpointing
         self.multiple = 2 ** (L - 1)
+        self.skip_offload = None   # a device (e.g. the host) where large skips wait during a no-grad forward; see `offloading_skips`
 
         emb_dim = 4 * channels[0]
         self.time_embed = nn.Sequential(nn.Linear(channels[0], emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim))
@@ -372,6 +632,15 @@ class UNet(nn.Module):
         L = len(self.channels)
         return ResidualShapes(out, (batch_size, self.channels[-1], *[s >> (L - 1) for s in p]))
 
+    @contextlib.contextmanager
+    def offloading_skips(self, device:str|torch.device|None="cpu", # where skips wait (None: on the model's device)
+                        ):
+        "Inside, a no-grad forward moves each skip larger than `STREAM_BYTES` to `device` until the decoder reads it (slab by slab)."
+        old = self.skip_offload
+        self.skip_offload = None if device is None else torch.device(device)
+        try: yield self
+        finally: self.skip_offload = old
+
     # ---- pieces of the forward pass -----------------------------------------------------------------
     def pad(self, x:torch.Tensor) -> torch.Tensor:
         "Replicate-pad the end of each spatial axis of `x` up to `padded_shape`."
@@ -396,10 +665,21 @@ class UNet(nn.Module):
     def _block(self, m, h, emb):
         return h if isinstance(m, nn.Identity) else self._ckpt(m, h, emb)
 
-    def _head(self, h): return self.out[2](group_norm_act(h, self.out[0]))
+    def _head(self, h):
+        if not torch.is_grad_enabled() and h.numel() * 4 > STREAM_BYTES and _streams(self.out[2]):
+            return stream_norm_act_conv([h], self.out[0], self.out[2])
+        return self.out[2](group_norm_act(h, self.out[0]))
 
     def _merge_res(self, res, h, skip, emb):
-        return res((h + skip) / 2 if self.additive_skips else (h, skip), emb)   # concat: read as one, never copied (see ResBlock)
+        if self.additive_skips: return res((h + skip.to(h.device)) / 2, emb)
+        return res((h, skip), emb)                              # concat: read as one, never copied (see ResBlock)
+
+    def _upsample(self, m, h, emb):
+        "The decoder's upsampler; its output stays lazy (`Upsample.lazy`) when the next block streams it."
+        if (isinstance(m, Upsample) and not self.additive_skips and not torch.is_grad_enabled() and _streams(m.conv)
+                and h.numel() * 2 ** self.spatial_dims * 4 > STREAM_BYTES):
+            return m.lazy(h)
+        return self._block(m, h, emb)
 
     def _check_residuals(self, down, mid, shapes):
         if down is not None:
@@ -426,14 +706,17 @@ class UNet(nn.Module):
             self._check_residuals(down_block_additional_residuals, mid_block_additional_residual,
                                   self.residual_shapes(spatial, x.shape[0]))
         emb = self.embed_time(timesteps, x.shape[0], x.dtype, x.device)
-        h = self.conv_in(self.pad(x))
-        skips = [h]
+        res = None if down_block_additional_residuals is None else list(down_block_additional_residuals)
+        off = self.skip_offload if not torch.is_grad_enabled() else None
+        skips = []
+        def push(s):                                                    # + the ControlNet residual; large skips wait on `off`
+            if res is not None: s = s + res[len(skips)]
+            skips.append(s.to(off, non_blocking=True) if off is not None and s.numel() * 4 > STREAM_BYTES else s)
+        h = self.conv_in(self.pad(x)); push(h)
         for lvl in self.down:
             for r, a in zip(lvl.res, lvl.attn):
-                h = self._block(a, self._block(r, h, emb), emb); skips.append(h)
-            if lvl.sample is not None: h = self._block(lvl.sample, h, emb); skips.append(h)
-        if down_block_additional_residuals is not None:
-            skips = [s + r for s, r in zip(skips, down_block_additional_residuals)]
+                h = self._block(a, self._block(r, h, emb), emb); push(h)
+            if lvl.sample is not None: h = self._block(lvl.sample, h, emb); push(h)
         r1, r2 = self.mid.res
         h = self._block(r2, self._block(self.mid.attn[0], self._block(r1, h, emb), emb), emb)
         if mid_block_additional_residual is not None: h = h + mid_block_additional_residual
@@ -441,7 +724,7 @@ class UNet(nn.Module):
             for r, a in zip(lvl.res, lvl.attn):
                 h = self._ckpt(functools.partial(self._merge_res, r), h, skips.pop(), emb)   # pop: free skips early
                 h = self._block(a, h, emb)
-            if lvl.sample is not None: h = self._block(lvl.sample, h, emb)
+            if lvl.sample is not None: h = self._upsample(lvl.sample, h, emb)
         h = self._ckpt(self._head, h)                                                 # GroupNorm -> SiLU -> conv
         return h[(slice(None), slice(None), *[slice(0, s) for s in spatial])]
 
