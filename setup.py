@@ -1,6 +1,8 @@
 """Packaging for medlord-nb: nbdev 2 style, every field read from settings.ini."""
 from configparser import ConfigParser
-import setuptools, shlex
+from pathlib import Path
+import setuptools, shlex, shutil
+from setuptools.command.build_py import build_py
 
 
 config = ConfigParser(delimiters=['='])
@@ -19,6 +21,32 @@ licenses = {
 statuses = ['0 - Pre-Planning', '1 - Planning', '2 - Pre-Alpha', '3 - Alpha',
             '4 - Beta', '5 - Production/Stable', '6 - Mature', '7 - Inactive']
 py_versions = '3.10 3.11 3.12 3.13'.split()
+
+# Files the package ships but the repository keeps in one place only: the experiment notebooks (nbs/experiments/), the
+# named configs (configs/) and the pretrained weights (pretrained/) are copied into the built package as
+# medlord_nb/experiments/, medlord_nb/configs/ and medlord_nb/pretrained/, so `medlord demo` / `medlord run NAME` work after a
+# plain `pip install`, offline. core.shipped_dirs (same kinds, same folders: keep the two in step) finds them either way.
+HERE = Path(__file__).resolve().parent
+SHIPPED = {'experiments': ('nbs/experiments', '*.ipynb', True),    # kind: (folder in the clone, files, required)
+           'configs': ('configs', '**/*.yaml', True),
+           'pretrained': ('pretrained', '**/*', False)}
+
+class build_py_shipped(build_py):
+    "build_py that also copies the SHIPPED folders into the built package (never into the source tree)."
+    def run(self):
+        super().run()
+        if getattr(self, 'editable_mode', False): return       # an editable install reads the clone's own folders
+        for kind, (src, pattern, required) in SHIPPED.items():
+            files = sorted(p for p in (HERE/src).glob(pattern)
+                           if p.is_file() and not {'.ipynb_checkpoints', '__pycache__'} & set(p.parts))
+            if required and not files:
+                raise FileNotFoundError(f"{HERE/src}: no {pattern} to ship as medlord_nb/{kind}/ (an sdist without them? see MANIFEST.in)")
+            out = Path(self.build_lib)/'medlord_nb'/kind
+            shutil.rmtree(out, ignore_errors=True)              # a reused build/ keeps nothing the repository dropped
+            for f in files:
+                dst = out/f.relative_to(HERE/src)
+                dst.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(f, dst)
 
 requirements = shlex.split(cfg.get('requirements', ''))
 dev_requirements = shlex.split(cfg.get('dev_requirements', ''))
@@ -47,6 +75,7 @@ setuptools.setup(
     long_description=open('README.md', encoding='utf-8').read(),
     long_description_content_type='text/markdown',
     zip_safe=False,
+    cmdclass={'build_py': build_py_shipped},
     entry_points={
         'console_scripts': cfg.get('console_scripts', '').split(),
         'nbdev': [f'{cfg.get("lib_path")}={cfg.get("lib_path")}._modidx:d'],

@@ -28,8 +28,10 @@ if str(ROOT) not in sys.path: sys.path.insert(0, str(ROOT))
 
 import torch
 from medlord_nb.core import format_size, save_json
-from medlord_nb.memory import (ModelSpec, TrainStep, DenoiseStep, DecodeStep, LatentPlanConfig, estimate_peak, measure_peaks,
-                               latent_unet_spec, vqgan_spec, patch_model_spec, preset_config)
+from medlord_nb.memory import ModelSpec, Spec, TrainStep, DenoiseStep, DecodeStep, estimate_peak
+from medlord_nb.memtrack import measure_peaks
+from medlord_nb import patch_ddpm as pd, latent_diffusion as ld
+from medlord_nb.presets import load_config
 
 FULL_SHAPES = [(64, 64, 64), (128, 128, 128), (256, 256, 128), (256, 256, 256), (512, 512, 256), (512, 512, 512)]
 PIXEL_MAX_VOXELS = 512 * 512 * 256           # the pixel pipeline stops at 512x512x256 (512^3 is for the latent pipeline)
@@ -39,8 +41,8 @@ QUICK_SHAPE = (64, 64, 32)
 
 @dataclasses.dataclass
 class Setup:
-    "Everything that defines one comparison: models and settings of ours and of the peer."
-    latent: LatentPlanConfig
+    "Everything that defines one comparison: our systems' configs (their own phases) and the peer's models."
+    latent: object                # MedLoRDConfig: its train / denoise / decode phases are ours
     decode_tile: tuple            # our decode tile, latent voxels (clipped to the latent)
     pixel_window: tuple           # sliding window of the pixel pipeline (voxels), ours and MONAI's
     pixel_cfg: object             # PatchDDPMConfig of the pixel pipeline
@@ -51,20 +53,20 @@ class Setup:
 
 def make_setup(quick:bool) -> Setup:
     if quick:
-        lat = LatentPlanConfig.from_dict(dict(unet_channels=(8, 16), num_res_blocks=1, attention_levels=(False, True), num_head_channels=8,
-                                              norm_num_groups=4, vq_channels=(8, 16), vq_num_res_blocks=1, num_embeddings=64))
-        pix = preset_config("patch", "smoke", dict(channels=(8, 16), attention_levels=(False, False), norm_num_groups=4, num_head_channels=8))
+        lat = load_config("medlord", "medlord", dict(channels=(8, 16), num_res_blocks=1, attention_levels=(False, True), num_head_channels=8,
+                                                     norm_num_groups=4, vqgan_channels=(8, 16), vqgan_num_res_blocks=1, num_embeddings=64))
+        pix = load_config("patch", "smoke", dict(channels=(8, 16), attention_levels=(False, False), norm_num_groups=4, num_head_channels=8))
         tile, window = (8, 8, 8), (32, 32, 16)
     else:
-        lat, pix, tile, window = LatentPlanConfig(), preset_config("patch", "lung"), (32, 32, 16), (128, 128, 64)
+        lat, pix, tile, window = load_config("medlord", "medlord"), load_config("patch", "patch_ddpm_lung"), (32, 32, 16), (128, 128, 64)
     u = lat
     mu = ModelSpec.from_target("monai.networks.nets:DiffusionModelUNet", spatial_dims=3, in_channels=u.latent_channels,
-                               out_channels=u.latent_channels, channels=u.unet_channels, num_res_blocks=u.num_res_blocks,
+                               out_channels=u.latent_channels, channels=u.channels, num_res_blocks=u.num_res_blocks,
                                attention_levels=u.attention_levels, num_head_channels=u.num_head_channels,
                                norm_num_groups=u.norm_num_groups, use_flash_attention=True)
-    n = len(u.vq_channels)
-    vq = ModelSpec.from_target("monai.networks.nets:VQVAE", spatial_dims=3, in_channels=1, out_channels=1, channels=u.vq_channels,
-                               num_res_layers=u.vq_num_res_blocks, num_res_channels=u.vq_channels,
+    n = len(u.vqgan_channels)
+    vq = ModelSpec.from_target("monai.networks.nets:VQVAE", spatial_dims=3, in_channels=1, out_channels=1, channels=u.vqgan_channels,
+                               num_res_layers=u.vqgan_num_res_blocks, num_res_channels=u.vqgan_channels,
                                downsample_parameters=((2, 4, 1, 1),) * n, upsample_parameters=((2, 4, 1, 1, 0),) * n,
                                num_embeddings=u.num_embeddings, embedding_dim=u.latent_channels)
     mp = ModelSpec.from_target("monai.networks.nets:DiffusionModelUNet", spatial_dims=3, in_channels=1 + pix.cond_channels, out_channels=1,
@@ -74,24 +76,25 @@ def make_setup(quick:bool) -> Setup:
 
 
 def phases_for(s:Setup, pipeline:str, shape, precision:str) -> dict:
-    "phase name -> (ours, peer, description of ours, description of the peer)."
+    "phase name -> (ours, peer, description of ours, description of the peer); ours are the systems' own phases."
     if pipeline == "latent":
-        c = s.latent
-        z = (1, c.latent_channels, *c.latent_shape(shape))
+        w = "bf16" if precision == "bf16" else "fp32"             # bf16 weights under bf16 autocast; fp32 measurements keep fp32
+        c = s.latent.replace(use_checkpointing=True, ema_device="cpu" if w == "bf16" else None, host_skips=w == "bf16")
+        z = (1, c.latent_channels, *ld.latent_shape(c, shape))
         tile = tuple(min(t, n) for t, n in zip(s.decode_tile, z[2:]))
-        w = c.weights_for(precision)                                  # bf16 weights under bf16 autocast; fp32 measurements keep fp32
+        peer_train = c.train_config().replace(ema_device=None)
         return {
-            "train": (TrainStep(latent_unet_spec(c, True), z, 0, precision, ema=True, ema_host=w == "bf16", name="ours-train"),
-                      TrainStep(s.monai_unet_latent, z, 0, precision, ema=True, name="monai-train"),
+            "train": (dataclasses.replace(ld.train_phase(c, shape, precision), name="ours-train"),
+                      TrainStep(s.monai_unet_latent, z, 0, precision, train=peer_train, schedule=c.noise_schedule(), name="monai-train"),
                       "UNet, whole latent, slab-wise norm+conv, gradient checkpointing" + (", EMA in host memory" if w == "bf16" else ""),
                       "DiffusionModelUNet, whole latent"),
-            "denoise": (DenoiseStep(latent_unet_spec(c, False), z, 0, precision, frozen=True, weights=w, host_skips=w == "bf16",
-                                    name="ours-denoise"),
-                        DenoiseStep(s.monai_unet_latent, z, 0, precision, inferer="monai", name="monai-denoise"),
+            "denoise": (dataclasses.replace(ld.denoise_phase(c, shape, precision), name="ours-denoise"),
+                        DenoiseStep(s.monai_unet_latent, z, 0, precision, inferer="monai", name="monai-denoise",
+                                    sampler=Spec.of(ld.make_sampler, cfg=c)),
                         f"UNet, one pass over the latent, full-size blocks streamed slab by slab, frozen {w} weights"
                         + (", skips in host memory" if w == "bf16" else ""), "DiffusionModelUNet, one pass"),
-            "decode": (DecodeStep(vqgan_spec(c), z, precision, tile=tile, frozen=True, weights=w, name="ours-decode"),
-                       DecodeStep(s.monai_vqvae, z, precision, name="monai-decode"),
+            "decode": (dataclasses.replace(ld.decode_phase(c, shape, precision, decode_tile=tile), name="ours-decode"),
+                       DecodeStep(s.monai_vqvae, z, precision, inferer="monai", name="monai-decode"),
                        f"VQGAN tiled decode, {'x'.join(map(str, tile))} latent tiles, {w} weights, output in host memory", "VQVAE.decode, one pass"),
         }
     p = s.pixel_cfg
@@ -100,10 +103,9 @@ def phases_for(s:Setup, pipeline:str, shape, precision:str) -> dict:
     how = "one pass" if win is None else f"{'x'.join(map(str, win))} windows"
     lean = precision == "bf16"                                        # what a GPU runs; the CPU's fp32 measurements count host memory too
     hv, w = lean and win is not None, ("bf16" if lean else "fp32")
-    return {"denoise": (DenoiseStep(patch_model_spec(p.replace(use_checkpointing=False)), (1, 1, *shape), p.cond_channels, precision,
-                                    win, 0.25, name="ours-pixel-denoise", frozen=True, weights=w, host_volume=hv),
+    return {"denoise": (dataclasses.replace(pd.denoise_phase(p, shape, precision, win, host_volume=hv), name="ours-pixel-denoise"),
                         DenoiseStep(s.monai_unet_pixel, (1, 1, *shape), p.cond_channels, precision, win, 0.25, inferer="monai",
-                                    name="monai-pixel-denoise"),
+                                    name="monai-pixel-denoise", sampler=Spec.of(pd.make_sampler, cfg=p)),
                         f"patch UNet (additive skips, no attention), {how}, {w} weights" + (", volume in host memory" if hv else ""),
                         f"DiffusionModelUNet, {'SlidingWindowInferer ' + how if win else 'one pass'}")}
 
@@ -236,7 +238,7 @@ def run(device:str="cpu", shapes=None, quick:bool=False, out:str|Path="benchmark
            "created": datetime.datetime.now().isoformat(timespec="seconds"), "device": name, "quick": quick,
            "torch": torch.__version__, "monai": monai.__version__, "python": platform.python_version(),
            "seconds_total": None,
-           "configs": {"latent": s.latent.to_dict(), "decode_tile_latent": list(s.decode_tile), "pixel_window": list(s.pixel_window),
+           "configs": {"latent": {k: v for k, v in s.latent.to_dict().items() if k in ("channels", "num_res_blocks", "attention_levels", "num_head_channels", "norm_num_groups", "latent_channels", "vqgan_channels", "vqgan_num_res_blocks", "num_embeddings", "inference_weights", "sampler", "num_train_timesteps")}, "decode_tile_latent": list(s.decode_tile), "pixel_window": list(s.pixel_window),
                        "pixel": {k: v for k, v in s.pixel_cfg.to_dict().items() if k in ("channels", "num_res_blocks", "attention_levels",
                                                                                         "additive_skips", "norm_num_groups", "labels", "body_class")},
                        "monai_unet_latent": repr(s.monai_unet_latent), "monai_vqvae": repr(s.monai_vqvae),

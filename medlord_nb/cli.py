@@ -4,15 +4,25 @@
 
 # %% ../nbs/22_cli.ipynb #9cf90af3
 from __future__ import annotations
-import argparse, contextlib, dataclasses, errno, importlib, inspect, json as _json, os, sys, time, types, typing
+import argparse, contextlib, inspect, json as _json, logging, os, sys, types, typing, warnings
 from pathlib import Path
-from typing import Callable, Literal, NamedTuple
+from typing import Callable, Literal
+import yaml
 from fastcore.docments import docments
+import medlord_nb
+from .core import _to_builtin, error_line
+from .data import describe_samples, LABELS, BODY_LABEL
+from .datasets import prepare as prepare_dataset, summarize
+from .memory import PlanError
+from .evaluation import evaluate_paths
+from .presets import load_config, plan_preset
+from .runner import run_experiment, find_experiment, resolve_parameters, train_run, sample_run
+from .report import make_report
+from .zoo import list_pretrained
 
 # %% auto #0
-__all__ = ['BODY_LABEL', 'PIPELINES', 'COMMANDS', 'CLIError', 'parse_params', 'read_config', 'Pipeline', 'register_pipeline',
-           'get_pipeline', 'MaskFile', 'read_mask', 'samples', 'run', 'demo', 'Paths', 'evaluate', 'report', 'prepare',
-           'plan', 'train', 'sample', 'build_parser', 'error_line', 'main']
+__all__ = ['COMMANDS', 'CLIError', 'parse_params', 'samples', 'run', 'demo', 'Paths', 'evaluate', 'report', 'prepare', 'plan',
+           'train', 'sample', 'pretrained', 'build_parser', 'main']
 
 # %% ../nbs/22_cli.ipynb #9f9fa181
 class CLIError(Exception):
@@ -21,7 +31,6 @@ class CLIError(Exception):
 def parse_params(param:list[str]|None, # ["KEY=VALUE", ...] with YAML values
                 ) -> dict:
     "The `--param` overrides as a dict (values parsed as YAML)."
-    import yaml
     out = {}
     for kv in param or []:
         k, sep, v = kv.partition("=")
@@ -30,163 +39,16 @@ def parse_params(param:list[str]|None, # ["KEY=VALUE", ...] with YAML values
         except yaml.YAMLError as e: raise CLIError(f"--param {kv!r}: the value is not valid YAML ({str(e).splitlines()[0]})") from None
     return out
 
-def _config_dirs() -> list[Path]:
-    from medlord_nb.runner import find_repo_root
-    import medlord_nb
-    roots = [r for r in (find_repo_root(), find_repo_root(Path(medlord_nb.__file__).parent)) if r is not None]
-    return list(dict.fromkeys(r/"configs" for r in roots))
-
-def read_config(ref:str|None, # a YAML file, or a preset name (configs/NAME.yaml of the repository); None: {}
-               ) -> dict:
-    "The mapping of config keys in a YAML file or a named preset."
-    from medlord_nb.core import load_yaml, ConfigError
-    if ref is None: return {}
-    p = Path(ref)
-    if not (p.suffix.lower() in (".yaml", ".yml", ".json") or p.exists()):
-        hits = [d/f"{ref}.yaml" for d in _config_dirs() if (d/f"{ref}.yaml").exists()]
-        if not hits:
-            avail = sorted({q.stem for d in _config_dirs() for q in d.glob("*.yaml")})
-            raise FileNotFoundError(f"unknown preset {ref!r}; presets: {', '.join(avail) or 'none found'} (configs/*.yaml "
-                                    f"of a medlord-nb clone), or pass a YAML file")
-        p = hits[0]
-    d = load_yaml(p)
-    if not isinstance(d, dict): raise ConfigError(f"{p}: expected a mapping of config keys at the top level, got {type(d).__name__}")
-    return d
-
-# %% ../nbs/22_cli.ipynb #65ffb828
-BODY_LABEL = 255 # mask value of the body outline (tissue inside the body that has no other label)
-
-class Pipeline(NamedTuple):
-    "How `medlord train` and `medlord sample` drive one system."
-    config: type # its core.Config dataclass
-    train: Callable # train(cfg, run_dir, progress=...) -> a training.Trainer (is_main, step, history, world_size, plot_losses), checkpoints in run_dir/checkpoints
-    build_model: Callable # build_model(cfg) -> nn.Module
-    classes: Callable # classes(cfg, labels, image_hu_or_None, name) -> the condition map `generate` takes
-    generate: Callable # generate(model, cfg, classes, seed=..., progress=...) -> HU volume
-    resume_keys: tuple # config keys that may change when a run is resumed
-    sample_keys: tuple # config keys that may change at sampling time
-    load: Callable|None = None # load(cfg, run_dir) -> the `model` generate takes (None: build_model + EMA weights of `checkpoint`)
-    checkpoint: str = "checkpoints/last.pt" # the run's final checkpoint (relative to the run directory): a run without it is untrained
-    distributed: bool = True # whether `train` runs DDP under torchrun (False: one process only)
-
-PIPELINES: dict[str, Callable[[], Pipeline]] = {}
-
-def register_pipeline(name:str, # the --pipeline value
-                      loader:Callable[[], Pipeline], # imports the system and returns its Pipeline
-                     ) -> None:
-    "Make a system trainable and sampleable from the CLI."
-    PIPELINES[name] = loader
-
-def get_pipeline(name:str) -> Pipeline:
-    "The registered pipeline `name`, or a one-line error listing the registered ones."
-    if name not in PIPELINES:
-        raise CLIError(f"unknown pipeline {name!r} for training and sampling; registered: {', '.join(sorted(PIPELINES))}")
-    return PIPELINES[name]()
-
-def _class_map(cfg, labels, image, name):
-    "Mask labels (+ optional HU image) -> the class map of training: 0 background, 1..n `cfg.labels`, n+1 body."
-    import numpy as np
-    from medlord_nb.data import remap_labels, body_mask
-    lab = np.asarray(labels).astype(np.int64)
-    cls = remap_labels(lab, {int(l): i + 1 for i, l in enumerate(cfg.labels)}, default=0).astype(np.uint8)
-    if not (cls > 0).any():
-        raise ValueError(f"{name}: the mask holds none of the conditioning labels {list(cfg.labels)} (present: "
-                         f"{sorted(int(v) for v in np.unique(lab))}); an empty mask cannot condition a sample")
-    if cfg.body_class:
-        body = (lab == BODY_LABEL) | ((lab > 0) & (cls == 0))
-        if image is not None: body |= body_mask(image)
-        elif not (lab == BODY_LABEL).any():
-            raise ValueError(f"{name}: this model was trained with a body class but the mask has no body outline; "
-                             f"draw the body as label {BODY_LABEL}, or pass the CT with --image to derive it from HU")
-        cls[(cls == 0) & body] = len(cfg.labels) + 1
-    return cls
-
-def _patch_classes(cfg, labels, image, name):
-    "Mask labels (+ optional HU image) -> the patch DDPM's class map: conditioning labels, body, background."
-    cls = _class_map(cfg, labels, image, name)
-    f = 2 ** (len(cfg.channels) - 1)
-    if any(s < f for s in cls.shape):
-        raise ValueError(f"{name}: mask shape {cls.shape} is smaller than the UNet's downsampling factor {f} on some axis")
-    return cls
-
-def _patch_pipeline() -> Pipeline:
-    from medlord_nb import patch_ddpm as pd
-    sample_keys = ("sampler", "num_inference_steps", "window", "overlap", "device", "amp", "budget", "host_volume", "inference_weights")
-    return Pipeline(pd.PatchDDPMConfig, pd.train, pd.build_model, _patch_classes, pd.generate,
-                    ("steps", "ckpt_every", "condition_sample", "out_dir", "ema_device", *sample_keys), sample_keys)
-
-register_pipeline("patch", _patch_pipeline)
-
-def _latent_classes(cfg, labels, image, name):
-    "Mask labels (+ optional HU image) -> the latent systems' condition (`latent_diffusion.Prepared`) on the mask's grid."
-    from medlord_nb.latent_diffusion import prepare_classes
-    cls = _class_map(cfg, labels, image, name)
-    need = [d * cfg.downsample_factor * 2 ** len(cfg.channels) for d in cfg.image_downsample]   # deepest U-Net level >= 2 voxels
-    if any(s < n for s, n in zip(cls.shape, need)):
-        raise ValueError(f"{name}: mask shape {cls.shape} is too small for this model (image_downsample x VQ-GAN factor x U-Net "
-                         f"levels need at least {tuple(need)} voxels); give a larger mask region")
-    return prepare_classes(cls, cfg, image)
-
-def _latent_generate(model, cfg, prep, seed=None, progress=True):
-    from medlord_nb.latent_diffusion import sample_latent
-    return sample_latent(model, cfg, prep, seed=seed, progress=progress)
-
-def _latent_pipeline(config_name:str) -> Pipeline:
-    from medlord_nb import latent_diffusion as ld
-    sample_keys = ("sampler", "num_inference_steps", "guidance_scale", "conditioning_scale", "decode_tile", "decode_overlap",
-                   "decode_quantized", "device", "amp", "budget", "inference_weights")
-    return Pipeline(getattr(ld, config_name), ld.train_all, None, _latent_classes, _latent_generate,
-                    ("steps", "ckpt_every", "condition_sample", "out_dir", "ema_device", *sample_keys), sample_keys,
-                    load=ld.load_trained, checkpoint="checkpoints/ldm/last.pt", distributed=False)
-
-register_pipeline("medlord", lambda: _latent_pipeline("MedLoRDConfig"))
-register_pipeline("med_lsdm", lambda: _latent_pipeline("MedLSDMConfig"))
-
-# %% ../nbs/22_cli.ipynb #d04aa96f
-class MaskFile(NamedTuple):
-    "A mask read for sampling."
-    labels: "np.ndarray" # integer label map (X, Y, Z), RAS
-    image: "np.ndarray|None" # HU of the CT on the same grid, when given
-    affine: "np.ndarray" # 4x4 RAS affine: the sample is written with it
-
-def read_mask(mask:str|Path, # NIfTI / NRRD / MHA label map
-              image:str|Path|None=None, # optional CT on the same grid (for the body class)
-             ) -> MaskFile:
-    "Read a conditioning mask (and its CT); one-line errors for bad files, grids, dtypes and labels."
-    import numpy as np
-    from medlord_nb.data import LABELS, load_volume, load_image_and_mask
-    names = {**LABELS, BODY_LABEL: "body"}
-    if image is not None:
-        v = load_image_and_mask(image, mask, label_names=names)
-        return MaskFile(v.labels, v.image, v.affine)
-    v = load_volume(mask)
-    lab = v.image
-    if not np.all(lab == np.round(lab)):
-        bad = lab[lab != np.round(lab)]
-        raise ValueError(f"mask {mask}: holds non-integer values (e.g. {float(bad[0]):g}); a mask must be an integer label map "
-                         f"(was it resampled with linear instead of nearest-neighbour interpolation?)")
-    unknown = sorted(set(int(x) for x in np.unique(lab)) - set(names))
-    if unknown:
-        allowed = ", ".join(f"{k}={n}" for k, n in sorted(names.items()))
-        raise ValueError(f"mask {mask}: label values {unknown[:10]} are unknown (allowed: {allowed}); remap them with data.remap_labels")
-    return MaskFile(lab.astype(np.uint8), None, v.affine)
+def _print_yaml(d:dict):
+    print(yaml.safe_dump(_to_builtin(d), sort_keys=False), end="")
 
 # %% ../nbs/22_cli.ipynb #69a47303
 def samples():
     "List the embedded real CT samples with shape, spacing and labels."
-    from medlord_nb.data import list_samples, load_sample
-    for n in list_samples():
-        s = load_sample(n)
-        labs = ", ".join(f"{k}={v}" for k, v in s.label_names.items() if k)
-        print(f"{n:8s} shape={s.image.shape} spacing={tuple(round(float(x), 2) for x in s.spacing)} labels: {labs}")
+    print(describe_samples())
 
-def _print_yaml(d:dict):
-    import yaml
-    from medlord_nb.core import _to_builtin
-    print(yaml.safe_dump(_to_builtin(d), sort_keys=False), end="")
-
-def run(experiment:str, # experiment name (under nbs/experiments) or notebook path
-        config:str=None, # YAML file of parameters (e.g. configs/patch_ddpm_lung.yaml)
+def run(experiment:str, # experiment name (see `medlord run --help`: demo, patch_ddpm_lung, medlord, med_lsdm, utility_study) or notebook path
+        config:str=None, # a preset name or YAML file of parameters (e.g. configs/patch_ddpm_lung.yaml)
         name:str=None, # run name under runs/ (default: the experiment name)
         root:str="runs", # parent folder of runs
         param:list=None, # parameter override KEY=VALUE (YAML value), repeatable
@@ -194,13 +56,10 @@ def run(experiment:str, # experiment name (under nbs/experiments) or notebook pa
         dry_run:bool=False, # print the resolved parameters and exit
        ):
     "Execute an experiment notebook with papermill into runs/<name>/."
-    from medlord_nb.runner import run_experiment, find_experiment, resolve_parameters
     params = parse_params(param)
     if dry_run:
         nb = find_experiment(experiment)
-        _print_yaml({"notebook": str(nb), "parameters": resolve_parameters(nb, params, config)})
-        return
-    import logging
+        _print_yaml({"notebook": str(nb), "parameters": resolve_parameters(nb, params, config)}); return
     logging.basicConfig(level=logging.INFO, format="%(message)s")    # papermill streams the notebook's output here
     out = run_experiment(experiment, name=name, root=root, params=params, config=config, force=force, log_output=True, progress=False)
     print(f"run written to {out}")
@@ -256,7 +115,6 @@ def evaluate(reference:Paths=None, # real volumes: files and/or folders (NIfTI /
              paths:Paths=None, # the older form: two paths, the same as --reference REFERENCE --samples SAMPLES
             ):
     "Evaluate generated volumes against real ones with named protocols; writes JSON."
-    import warnings
     reference, samples, paths = _as_paths(reference), _as_paths(samples), _as_paths(paths) or None
     if paths is not None:
         if reference or samples: raise CLIError("give REFERENCE SAMPLES as two positionals or --reference PATHS --samples PATHS, not both")
@@ -268,36 +126,20 @@ def evaluate(reference:Paths=None, # real volumes: files and/or folders (NIfTI /
                 training=_as_paths(training), held_out=_as_paths(held_out), medicalnet=medicalnet, medicalnet_depth=medicalnet_depth,
                 segmenter=segmenter, crop=list(crop) if crop else None, out=out, force=force)
     if dry_run: _print_yaml(args); return
-    o = Path(out)
-    if o.is_dir(): raise CLIError(f"--out {o} is a folder; give a file name (e.g. --out {o/'metrics.json'})")
-    if o.exists() and not force: raise FileExistsError(f"{o} exists; pass --force to overwrite it, or --out another file")
-    from medlord_nb.evaluation import evaluate_folders, MedicalNetExtractor
-    from medlord_nb.data import LABELS
-    from medlord_nb.core import save_json
-    import medlord_nb
-    ex = MedicalNetExtractor(medicalnet, depth=medicalnet_depth) if medicalnet else None
-    seg = None
-    if segmenter:
-        from medlord_nb.segmentation import SegModel
-        seg = SegModel.load(segmenter, "cpu")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        res = evaluate_folders(reference, samples, mask_paths=args["masks"], reference_mask_paths=args["reference_masks"],
-                               training_paths=args["training"], held_out_paths=args["held_out"], extractor=ex, segmenter=seg,
-                               crop=crop, label_names={**LABELS, BODY_LABEL: "body"}, arg_names=_EVAL_FLAGS)
+        res = evaluate_paths(**args, arg_names=_EVAL_FLAGS)
     here = str(Path(medlord_nb.__file__).parent)
     for w in caught:                                     # ours: one line each; anyone else's: as Python shows them
         if str(w.filename).startswith(here): print(f"medlord evaluate: warning: {' '.join(str(w.message).split())}", file=sys.stderr)
         else: warnings.showwarning(w.message, w.category, w.filename, w.lineno)
-    save_json(res, o)
-    sk = res.get("skipped", {})
     fid = res.get("fid", {}).get("value")
     pa = res.get("paired_agreement", {}).get("per_label", {})
     mem = res.get("memorisation")
-    print(f"wrote {o}: FID {f'{fid:.4g}' if fid is not None else 'skipped'}; paired Dice "
+    print(f"wrote {out}: FID {f'{fid:.4g}' if fid is not None else 'skipped'}; paired Dice "
           + (", ".join(f"{k} {v['dice_mean']:.3f}" for k, v in pa.items()) or "skipped")
           + (f"; memorisation {mem['n_flagged']} of {mem['n_samples']} flagged (held-out: {mem['protocol_details']['held_out_source']})" if mem else ""))
-    for k, why in sk.items(): print(f"  skipped {k}: {why}")
+    for k, why in res.get("skipped", {}).items(): print(f"  skipped {k}: {why}")
 
 # %% ../nbs/22_cli.ipynb #22dfda57
 def report(source:str, # run directory (runs/<name>) or a metrics JSON file
@@ -308,7 +150,6 @@ def report(source:str, # run directory (runs/<name>) or a metrics JSON file
           ):
     "Write a report (Markdown or HTML with figures) of a run's metrics."
     if dry_run: _print_yaml(dict(source=source, out=out, format=format, title=title)); return
-    from medlord_nb.report import make_report
     print(f"report written to {make_report(source, out=out, format=format, title=title)}")
 
 # %% ../nbs/22_cli.ipynb #64f8f062
@@ -321,25 +162,11 @@ def prepare(src:str, # folder of CT volumes (NIfTI / NRRD / MHA files or DICOM s
            ):
     "Check a folder of CT volumes (+ masks) and write a dataset (RAS NIfTI copies + manifest); optionally derive lung/vessel masks."
     if dry_run: _print_yaml(dict(src=src, out=out, derive_masks=derive_masks, force=force)); return
-    try: ds = importlib.import_module("medlord_nb.datasets")
-    except ModuleNotFoundError as e:
-        if e.name != "medlord_nb.datasets": raise
-        raise CLIError("this medlord-nb has no datasets module (medlord_nb.datasets); update medlord-nb to use `medlord prepare`") from None
-    kw = {"progress": not quiet} if "progress" in inspect.signature(ds.prepare).parameters else {}
-    path = ds.prepare(src, out, derive_masks=derive_masks, force=force, **kw)
-    print(ds.summarize(path) if hasattr(ds, "summarize") else f"dataset manifest written to {path}")
+    print(summarize(prepare_dataset(src, out, derive_masks=derive_masks, force=force, progress=not quiet)))
 
 # %% ../nbs/22_cli.ipynb #3e71d456
-def _plan_preset(memory, pipeline:str, preset:str|None) -> str|None:
-    "A preset the memory module knows, a config file, or configs/NAME.yaml of the repository."
-    if preset is None or preset in memory.PRESETS.get(pipeline, {}) or Path(preset).is_file(): return preset
-    hits = [d/f"{preset}.yaml" for d in _config_dirs() if (d/f"{preset}.yaml").exists()]
-    if hits: return str(hits[0])
-    avail = sorted(memory.PRESETS.get(pipeline, {})) + sorted({q.stem for d in _config_dirs() for q in d.glob("*.yaml")})
-    raise FileNotFoundError(f"unknown preset {preset!r} for the {pipeline!r} pipeline; presets: {', '.join(avail) or 'none'}, or pass a YAML file")
-
-def plan(pipeline:Literal["patch", "latent"]="patch", # which pipeline to plan
-         preset:str=None, # preset name (memory.PRESETS, or configs/NAME.yaml) or YAML file of the pipeline's config
+def plan(pipeline:Literal["patch", "medlord", "med_lsdm", "latent"]="patch", # which pipeline to plan ('latent': the preset's latent system)
+         preset:str=None, # preset name (configs/NAME.yaml, or 'smoke') or YAML file of the pipeline's config
          shape:tuple[int, int, int]=(512, 512, 256), # volume to generate, X Y Z voxels
          budget:str="24GB", # GPU memory budget, e.g. 24GB, 22GiB, 80GB
          precision:Literal["bf16", "fp32", "bf16-pure"]|None=None, # compute precision (default: bf16 when the config uses amp, else fp32)
@@ -349,215 +176,68 @@ def plan(pipeline:Literal["patch", "latent"]="patch", # which pipeline to plan
          dry_run:bool=False, # print the resolved settings and exit
         ):
     "Estimate the GPU memory of training and sampling, choose settings that fit the budget; exit 2 if none do."
-    from medlord_nb import memory
     over, shape = parse_params(param), tuple(int(v) for v in shape)
     if any(v < 1 for v in shape): raise CLIError(f"--shape needs three positive sizes, got {shape}")
-    if pipeline not in memory.PLANNERS:
-        raise CLIError(f"pipeline {pipeline!r} has no memory planner in this medlord-nb (planners: {', '.join(sorted(memory.PLANNERS))})")
-    preset = _plan_preset(memory, pipeline, preset)
     if dry_run:
-        cfg = memory.preset_config(pipeline, preset, over) if preset else None
         _print_yaml(dict(pipeline=pipeline, preset=preset, shape=shape, budget=budget, precision=precision, margin=margin,
-                         **({"config": cfg.to_dict() if hasattr(cfg, "to_dict") else cfg} if preset else {"overrides": over}))); return
-    show = lambda p: print(_json.dumps(p.to_dict(), indent=2) if json else p.summary())
-    cmd = getattr(memory, "plan_command", None)
-    try:
-        if cmd is not None and (not over or "cfg" in inspect.signature(cmd).parameters):   # the memory module's own `plan` text
-            print(cmd(pipeline=pipeline, preset=preset, shape=shape, budget=budget, precision=precision, json=json, margin=margin,
-                      **({"cfg": over} if over else {})))
-        else:
-            show(memory.plan(pipeline=pipeline, cfg=over or None, shape=shape, precision=precision, budget=budget, margin=margin,
-                             **({"preset": preset} if preset else {})))
-    except memory.PlanError as e:                        # print the refused plan, then the one-line error
-        if getattr(e, "plan", None) is not None: show(e.plan)
-        raise
+                         config=load_config(pipeline, preset, over).to_dict())); return
+    p = plan_preset(pipeline, preset, over, shape, budget, precision, margin)
+    print(p.to_json() if json else p.summary())
+    if not p.fits: raise PlanError(p.failure_message(), p)
 
 # %% ../nbs/22_cli.ipynb #a1302bc2
-def _rank():
-    from medlord_nb.training import dist_info
-    return dist_info()
-
-def _on_rank0(fn:Callable):
-    "Run `fn` on rank 0; under torchrun the other ranks wait and stop quietly if it failed."
-    info, err = _rank(), None
-    if info.rank == 0:
-        try: fn()
-        except Exception as e: err = e
-    import torch.distributed as dist
-    if info.world_size > 1 and dist.is_available() and dist.is_initialized():
-        flag = [err is not None]
-        dist.broadcast_object_list(flag, src=0)
-        if flag[0] and info.rank != 0: raise SystemExit(2)       # rank 0 prints the error
-    if err is not None: raise err
-
-def _check_changes(old:dict, new:dict, allowed, what:str):
-    diff = {k: (old.get(k), v) for k, v in new.items() if k not in allowed and old.get(k) != v}
-    if diff:
-        from medlord_nb.core import ConfigError
-        raise ConfigError(f"cannot change {', '.join(f'{k} ({a!r} -> {b!r})' for k, (a, b) in diff.items())} {what}; "
-                          f"only {', '.join(allowed)} may change; start a new run (another --name, or --force)")
-
-def train(config:str=None, # YAML file or preset name (configs/NAME.yaml) of the pipeline's config
+def train(config:str=None, # preset name (configs/NAME.yaml) or YAML file of the pipeline's config
           name:str=None, # run name, a folder under `root` (default: the config's name, else the pipeline's)
           root:str="runs", # parent folder of runs
           param:list=None, # override KEY=VALUE of the config (YAML value), repeatable
-          pipeline:str="patch", # which system to train: patch (System B), medlord (System A), med_lsdm (System C)
+          pipeline:str=None, # which system to train: patch (System B), medlord (System A), med_lsdm (System C) (default: the config's `pipeline` key, else patch)
           resume:bool=False, # continue the run from its latest checkpoint
           force:bool=False, # delete an existing run directory and start over
           quiet:bool=False, # no progress bar
           dry_run:bool=False, # print the resolved config and exit
          ):
     "Train a pipeline into runs/<name>/ (params, resolved config, checkpoints, loss figure, metrics); DDP under torchrun."
-    from medlord_nb.core import load_yaml, make_run_dir, save_yaml, write_metrics
     if force and resume: raise CLIError("pass --force (start over) or --resume (continue), not both")
-    P = get_pipeline(pipeline)
-    user = {**read_config(config), **parse_params(param)}
-    run = Path(root)/(name or (Path(config).stem if config else pipeline))
-    if resume:
-        if not (run/"config.yaml").is_file():
-            raise FileNotFoundError(f"{run}: no run to resume (config.yaml missing); start it without --resume")
-        old = load_yaml(run/"config.yaml")
-        cfg = P.config.from_dict({**old, **user, "out_dir": str(run)})
-        _check_changes(old, cfg.to_dict(), P.resume_keys, f"when resuming {run}")
-    else: cfg = P.config.from_dict({**user, "out_dir": str(run)})
-    ws = _rank().world_size
-    if ws > 1 and not P.distributed:
-        raise CLIError(f"the {pipeline!r} pipeline trains in one process (its stages have no DDP); run it without torchrun "
-                       f"(`medlord train ...`); `medlord sample` can still be sharded over torchrun's processes")
-    if ws > 1 and getattr(cfg, "batch_size", ws) % ws:
-        raise CLIError(f"batch_size {cfg.batch_size} is the global batch and must split evenly over {ws} processes")
-    if dry_run:
-        _print_yaml({"run": str(run), "pipeline": pipeline, "processes": ws, "resume": resume, "config": cfg.to_dict()}); return
-    if ws > 1:
-        from medlord_nb.training import init_distributed
-        init_distributed(getattr(cfg, "device", "auto"))
-    def setup():
-        if resume: save_yaml(cfg.to_dict(), run/"config.yaml")
-        else:
-            make_run_dir(run.name, run.parent, params={"pipeline": pipeline, "config": config, "overrides": parse_params(param)}, force=force)
-            save_yaml(cfg.to_dict(), run/"config.yaml")
-    _on_rank0(setup)
-    t0 = time.time()
-    tr = P.train(cfg, run, progress=not quiet)
-    if not tr.is_main: return
-    from matplotlib.figure import Figure                 # no pyplot: leaves a notebook's backend alone
-    from medlord_nb.viz import save_figure
-    fig = Figure(figsize=(5, 3)); tr.plot_losses(fig.subplots()); save_figure(fig, run/"loss.png")
-    hist = [list(h) for h in tr.history]
-    write_metrics(run, {"train": {"pipeline": pipeline, "steps": tr.step, "final_loss": hist[-1][1] if hist else None,
-                                  "processes": tr.world_size, "seconds": round(time.time() - t0, 2), "resumed": resume,
-                                  "checkpoint": P.checkpoint, "loss_history": hist,
-                                  **({"stages": tr.stages()} if hasattr(tr, "stages") else {})}})
-    print(f"{run}: trained to step {tr.step}" + (f", final loss {hist[-1][1]:.4g}" if hist else ""))
+    r = train_run(config, name, root, parse_params(param), pipeline, resume, force, progress=not quiet, dry_run=dry_run)
+    if dry_run: _print_yaml(r); return
+    t = r.get("trained")
+    if t: print(f"{r['run']}: trained to step {t['steps']}" + (f", final loss {t['final_loss']:.4g}" if t["final_loss"] is not None else ""))
 
 # %% ../nbs/22_cli.ipynb #bfbfbcd7
-def _stem(p:Path) -> str:
-    n = p.name
-    for suf in (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd"):
-        if n.lower().endswith(suf): return n[: -len(suf)]
-    return p.stem
-
-@contextlib.contextmanager
-def _folder_lock(folder:Path):
-    "An exclusive lock on a folder (flock; a no-op where there is none): one process at a time updates its index file."
-    try: import fcntl
-    except ImportError: fcntl = None
-    fd = os.open(folder, os.O_RDONLY) if fcntl is not None else None
-    try:
-        if fd is not None: fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        if fd is not None: os.close(fd)                  # closing releases the lock
-
-def _record_samples(path:Path, # samples.json
-                    head:dict, # run, checkpoint, overrides
-                    entries:list[dict], # this process's entries (by `file`), with their status
-                   ) -> None:
-    "Merge `entries` into samples.json by file name, under a folder lock, atomically; other entries are kept as they are."
-    from medlord_nb.core import load_json, save_json
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with _folder_lock(path.parent):
-        cur = (load_json(path).get("samples", []) if path.is_file() else [])
-        at = {e.get("file"): i for i, e in enumerate(cur)}
-        for e in entries:
-            if e["file"] in at: cur[at[e["file"]]] = e
-            else: at[e["file"]] = len(cur); cur.append(e)
-        cur.sort(key=lambda e: e.get("index", 0))         # job order, whichever process finished first
-        save_json({**head, "samples": cur}, path)
-
-def sample(run:str, # trained run directory (holds config.yaml and its pipeline's final checkpoint)
-           masks:list, # mask files (NIfTI / NRRD / MHA): labels as data.LABELS, 255 = body outline
+@_cli_spec(usage="%(prog)s RUN MASK [MASK ...] [options]\n       %(prog)s --pretrained NAME MASK [MASK ...] [options]   (a shipped model: `medlord pretrained`)")
+def sample(paths:list, # RUN MASK...: a trained run directory, then mask files (NIfTI / NRRD / MHA, labels as data.LABELS, 255 = body); with --pretrained only masks
            n:int=1, # samples per mask
-           out:str=None, # output folder (default: <run>/samples)
+           pretrained:str=None, # sample from this shipped model (see `medlord pretrained`) instead of a run; samples go to samples/NAME/
+           out:str=None, # output folder (default: <run>/samples, or samples/NAME with --pretrained)
            image:list=None, # CT on a mask's grid, to derive the body class from HU; one per mask, in order, repeatable
            seed:int=0, # seed of sample 0; sample k uses seed + k
            param:list=None, # override a sampling setting KEY=VALUE (sampler, num_inference_steps, window, overlap, device), repeatable
            pipeline:str=None, # the run's pipeline (default: from its params.yaml, else 'patch')
+           native_grid:bool=False, # sample on the mask's own grid even when the model learned on another spacing
            force:bool=False, # overwrite existing sample files
            quiet:bool=False, # no progress bars
            dry_run:bool=False, # print the jobs and exit
           ):
-    "Generate n volumes per mask file from a trained run; each written atomically with the mask's affine; sharded under torchrun."
-    from medlord_nb.core import load_yaml
-    run_ = Path(run)
-    if not (run_/"config.yaml").is_file():
-        raise FileNotFoundError(f"{run_}: not a trained run (needs config.yaml and a final checkpoint); train one with `medlord train`")
-    if n < 1: raise CLIError(f"--n must be >= 1, got {n}")
-    masks = [Path(m) for m in masks]
-    images = [Path(i) for i in image or []]
-    if images and len(images) != len(masks): raise CLIError(f"got {len(images)} --image for {len(masks)} masks; give one CT per mask, in order, or none")
-    if pipeline is None:
-        pipeline = (load_yaml(run_/"params.yaml").get("pipeline") if (run_/"params.yaml").is_file() else None) or "patch"
-    P = get_pipeline(pipeline)
-    ckpt = run_/P.checkpoint
-    if not ckpt.is_file():
-        raise FileNotFoundError(f"{run_}: not a trained {pipeline!r} run ({P.checkpoint} missing); train it with `medlord train --pipeline "
-                                f"{pipeline}` (or finish it with --resume)")
-    old = load_yaml(run_/"config.yaml")
-    over = parse_params(param)
-    _check_changes(old, {**old, **over}, P.sample_keys, "at sampling time (they are part of the trained model)")
-    cfg = P.config.from_dict({**old, **over})
-    outd = Path(out) if out else run_/"samples"
-    names = [_stem(m) for m in masks]
-    if len(set(names)) != len(names): raise CLIError(f"two masks share a name ({names}); output files would collide, rename them")
-    jobs = [dict(file=f"{names[j]}_{k:03d}.nii.gz", mask=str(masks[j]), image=str(images[j]) if images else None, seed=seed + k)
-            for j in range(len(masks)) for k in range(n)]
-    info = _rank()
-    for i, jb in enumerate(jobs): jb["index"], jb["rank"] = i, i % info.world_size
-    mine = [jb for jb in jobs if jb["rank"] == info.rank]
-    if dry_run: _print_yaml({"run": str(run_), "out": str(outd), "processes": info.world_size, "config": cfg.to_dict(), "jobs": jobs}); return
-    missing = [str(p) for p in masks + images if not p.exists()]
-    if missing: raise FileNotFoundError(f"{missing[0]}: no such file" + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""))
-    exist = [jb["file"] for jb in jobs if (outd/jb["file"]).exists()]
-    if exist and not force: raise FileExistsError(f"{outd/exist[0]} exists ({len(exist)} of {len(jobs)} samples); pass --force to overwrite, or --out another folder")
-    loaded = {}
-    for jb in mine:                                      # fail fast: read and check every mask before the first sample
-        if jb["mask"] not in loaded:
-            m = read_mask(jb["mask"], jb["image"])
-            P.classes(cfg, m.labels, m.image, jb["mask"]); loaded[jb["mask"]] = True
-    if info.world_size > 1 and str(cfg.device) in ("auto", "cuda"):
-        import torch
-        if torch.cuda.is_available(): cfg = cfg.replace(device=f"cuda:{info.local_rank}")
-    from medlord_nb.training import load_weights
-    from medlord_nb.data import save_volume
-    import numpy as np
-    model = P.load(cfg, run_) if P.load is not None else load_weights(P.build_model(cfg), ckpt, ema=True)
-    sj, head = outd/"samples.json", {"run": str(run_), "checkpoint": str(ckpt), "overrides": over}
-    _record_samples(sj, head, [{**jb, "status": "pending"} for jb in mine])
-    for jb in mine:
-        try:
-            m = read_mask(jb["mask"], jb["image"])
-            hu = P.generate(model, cfg, P.classes(cfg, m.labels, m.image, jb["mask"]), seed=jb["seed"], progress=not quiet)
-            save_volume(outd/jb["file"], np.asarray(hu, np.float32), m.affine)
-        except BaseException as e:
-            try: _record_samples(sj, head, [{**jb, "status": "failed", "error": error_line(e)}])
-            except Exception: pass                       # (a full disk): the entry stays 'pending', never 'written'
-            raise
-        _record_samples(sj, head, [{**jb, "status": "written"}])
-        print(f"wrote {outd/jb['file']} (mask {jb['mask']}, seed {jb['seed']})")
+    "Generate n volumes per mask file from a trained run or a shipped model; each written atomically with the mask's affine; sharded under torchrun."
+    if pretrained: run, masks = None, paths
+    elif len(paths) < 2: raise CLIError("give a trained run directory and mask files (medlord sample RUN MASK...), or a shipped model "
+                                        "(medlord sample --pretrained NAME MASK...; `medlord pretrained` lists them)")
+    else: run, masks = paths[0], paths[1:]
+    r = sample_run(run, masks, n, out, image, seed, parse_params(param), pipeline, force, progress=not quiet, dry_run=dry_run,
+                   pretrained=pretrained, native_grid=native_grid)
+    if dry_run: _print_yaml(r)
+
+def pretrained():
+    "List the pretrained models that ship with the package: kind, size, training grid, labels a mask needs, model card."
+    rows = list_pretrained()
+    if not rows: print("no pretrained models ship with this medlord_nb"); return
+    for r in rows:
+        grid = " x ".join(f"{v:g}" for v in r["spacing_mm"]) + " mm" if r["spacing_mm"] else "as stored"
+        print(f"{r['name']:14s} {r['kind']:9s} {r['megabytes']:6.2f} MB  grid {grid:18s} labels {', '.join(r['labels'].values()) if r['labels'] else '-'}")
+        print(f"{'':14s} {r['summary']}\n{'':14s} card: {r['card']}")
 
 # %% ../nbs/22_cli.ipynb #c1f853c7
-COMMANDS = {"samples": samples, "prepare": prepare, "plan": plan, "train": train, "sample": sample,
+COMMANDS = {"samples": samples, "prepare": prepare, "plan": plan, "train": train, "sample": sample, "pretrained": pretrained,
             "evaluate": evaluate, "report": report, "run": run, "demo": demo}
 
 class _Parser(argparse.ArgumentParser):
@@ -571,10 +251,10 @@ def _unwrap(tp):
         if len(rest) == 1: return rest[0]
     return tp
 
-def _add_command(sub, fn):
+def _add_arguments(p:argparse.ArgumentParser, fn:Callable):
+    "Arguments of `p` from the signature and docments of `fn`."
     docs, hints = docments(fn), typing.get_type_hints(fn)
     spec = getattr(fn, "__cli__", {})
-    p = sub.add_parser(fn.__name__.replace("_", "-"), help=fn.__doc__, description=fn.__doc__, usage=spec.get("usage"))
     for name, prm in inspect.signature(fn).parameters.items():
         h = docs.get(name) or ""
         tp = _unwrap(hints.get(name, str))
@@ -584,25 +264,30 @@ def _add_command(sub, fn):
             p.add_argument(name, nargs="*", default=None, metavar=spec["positional"][name], help=h); continue
         if prm.default is inspect.Parameter.empty:
             p.add_argument(name, help=h, **({"nargs": "+"} if is_list else {})); continue
-        flag, dflt = "--" + name, prm.default
-        if tp is bool: p.add_argument(flag, action="store_true", help=h); continue
-        if tp is Paths: p.add_argument(flag, nargs="+", action="extend", default=None, metavar="PATH", help=f"{h} (one or more, repeatable)"); continue
-        if is_list: p.add_argument(flag, action="append", default=None, help=h); continue
+        flags, dflt = ["--" + name] + (["--" + name.replace("_", "-")] if "_" in name else []), prm.default
+        if tp is bool: p.add_argument(*flags, action="store_true", help=h); continue
+        if tp is Paths: p.add_argument(*flags, nargs="+", action="extend", default=None, metavar="PATH", help=f"{h} (one or more, repeatable)"); continue
+        if is_list: p.add_argument(*flags, action="append", default=None, help=h); continue
         kw = {}
         if origin is Literal: kw = dict(choices=list(args), type=type(args[0]))
         elif origin is tuple: kw = dict(nargs=len(args), type=args[0], metavar=("X", "Y", "Z")[:len(args)] if len(args) <= 3 else None)
         elif tp in (int, float): kw = dict(type=tp)
         shown = " ".join(map(str, dflt)) if isinstance(dflt, tuple) else dflt
-        p.add_argument(flag, default=dflt, help=f"{h} (default: {shown})" if dflt is not None else h, **kw)
+        p.add_argument(*flags, default=dflt, help=f"{h} (default: {shown})" if dflt is not None else h, **kw)
+    return p
+
+def _add_command(sub, fn):
+    spec = getattr(fn, "__cli__", {})
+    p = sub.add_parser(fn.__name__.replace("_", "-"), help=fn.__doc__, description=fn.__doc__, usage=spec.get("usage"))
+    _add_arguments(p, fn)
     p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show the full traceback of an error (also MEDLORD_DEBUG=1)")
     p.set_defaults(_fn=fn)
     return p
 
 def build_parser() -> argparse.ArgumentParser:
     "The `medlord` argument parser with every subcommand."
-    from medlord_nb import __version__
     ap = _Parser(prog="medlord", description="medlord-nb: synthetic 3D CT conditioned on segmentation masks.")
-    ap.add_argument("--version", action="version", version=f"medlord-nb {__version__}")
+    ap.add_argument("--version", action="version", version=f"medlord-nb {medlord_nb.__version__}")
     ap.add_argument("--debug", action="store_true", help="show the full traceback of an error (also MEDLORD_DEBUG=1)")
     sub = ap.add_subparsers(title="commands", metavar="COMMAND")
     for fn in COMMANDS.values(): _add_command(sub, fn)
@@ -611,23 +296,12 @@ def build_parser() -> argparse.ArgumentParser:
 # %% ../nbs/22_cli.ipynb #5e59122e
 _KNOWN = (CLIError, ValueError, OSError, KeyError, FloatingPointError, ImportError)
 
-def error_line(e:BaseException) -> str:
-    "One line that says what went wrong (and, for system errors, what to do)."
-    if isinstance(e, OSError) and e.errno == errno.ENOSPC:
-        msg = (f"no space left on device{' (' + str(e.filename) + ')' if e.filename else ''}; free disk space and rerun "
-               f"(files already written are complete, unfinished ones were removed; `train --resume` continues a run)")
-    elif isinstance(e, OSError) and e.strerror and len(e.args) > 1:
-        msg = f"{str(e.filename) + ': ' if e.filename else ''}{e.strerror}"
-    elif isinstance(e, KeyError): msg = f"missing key {e}"
-    elif type(e).__name__ == "OutOfMemoryError":
-        msg = f"out of GPU memory ({(str(e).splitlines() or [''])[0][:120]}); check the settings with `medlord plan` and lower window/batch"
-    else: msg = str(e) or type(e).__name__
-    return " ".join(l.strip() for l in msg.splitlines() if l.strip())
-
 def _finish_distributed():
     if "torch" not in sys.modules: return
     import torch.distributed as dist
     if dist.is_available() and dist.is_initialized(): dist.destroy_process_group()
+
+def _known(e:BaseException) -> bool: return isinstance(e, _KNOWN) or type(e).__name__ == "OutOfMemoryError"
 
 def main(argv:list[str]|None=None) -> int:
     "Entry point of the `medlord` console script; returns the exit status."
@@ -642,7 +316,7 @@ def main(argv:list[str]|None=None) -> int:
     except KeyboardInterrupt:
         print(f"medlord {cmd}: interrupted", file=sys.stderr); return 130
     except Exception as e:
-        if debug or not (isinstance(e, _KNOWN) or type(e).__name__ == "OutOfMemoryError"): raise
+        if debug or not _known(e): raise
         ws = int(os.environ.get("WORLD_SIZE", 1))
         where = f" [rank {os.environ.get('RANK', 0)}]" if ws > 1 else ""
         print(f"medlord {cmd}{where}: error: {error_line(e)}", file=sys.stderr); return 2

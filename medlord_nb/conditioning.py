@@ -14,9 +14,23 @@ from .core import unsqueeze_right
 from .unet import UNet, ResBlock, timestep_embedding
 
 # %% auto #0
-__all__ = ['ResizeMode', 'NULL_VALUE', 'ConcatConditioned', 'MaskEmbedding', 'ControlNetOutput', 'ControlNetLite',
-           'ControlledUNet', 'resize_label_map', 'SPADEGroupNorm', 'SPADEUNet', 'null_condition', 'drop_condition',
+__all__ = ['ResizeMode', 'NULL_VALUE', 'resize_label_map', 'ConcatConditioned', 'MaskEmbedding', 'ControlNetOutput',
+           'ControlNetLite', 'ControlledUNet', 'SPADEGroupNorm', 'SPADEUNet', 'null_condition', 'drop_condition',
            'ConditionDropout', 'CFGDenoiser']
+
+# %% ../nbs/05b_conditioning.ipynb #e3110204
+ResizeMode = Literal["nearest-exact", "nearest"]
+
+def resize_label_map(seg:torch.Tensor, # (B, n_labels, *spatial) one-hot (or any per-voxel) map
+                     size:Sequence[int], # target spatial size
+                     mode:ResizeMode="nearest-exact", # 'nearest-exact' (block centres) or 'nearest' (block corners, MONAI)
+                    ) -> torch.Tensor:
+    "Resize a label map by nearest-neighbour interpolation, so one-hot stays one-hot."
+    if mode not in ("nearest-exact", "nearest"): raise ValueError(f"mode must be 'nearest-exact' or 'nearest', got {mode!r}")
+    size = tuple(int(v) for v in size)
+    if tuple(seg.shape[2:]) == size: return seg
+    if len(size) != seg.ndim - 2: raise ValueError(f"size {size} has {len(size)} axes but the map {tuple(seg.shape)} has {seg.ndim - 2}")
+    return torch.nn.functional.interpolate(seg if seg.is_floating_point() else seg.float(), size=size, mode=mode)
 
 # %% ../nbs/05b_conditioning.ipynb #62ac944b
 class ConcatConditioned(nn.Module):
@@ -217,19 +231,6 @@ class ControlledUNet(nn.Module):
         return self.base(x_t, t, down_block_additional_residuals=r.down, mid_block_additional_residual=r.mid)
 
 # %% ../nbs/05b_conditioning.ipynb #12388e98
-ResizeMode = Literal["nearest-exact", "nearest"]
-
-def resize_label_map(seg:torch.Tensor, # (B, n_labels, *spatial) one-hot (or any per-voxel) map
-                     size:Sequence[int], # target spatial size
-                     mode:ResizeMode="nearest-exact", # 'nearest-exact' (block centres) or 'nearest' (block corners, MONAI)
-                    ) -> torch.Tensor:
-    "Resize a label map by nearest-neighbour interpolation, so one-hot stays one-hot."
-    if mode not in ("nearest-exact", "nearest"): raise ValueError(f"mode must be 'nearest-exact' or 'nearest', got {mode!r}")
-    size = tuple(int(s) for s in size)
-    if tuple(seg.shape[2:]) == size: return seg
-    if len(size) != seg.ndim - 2: raise ValueError(f"size {size} has {len(size)} axes but the map {tuple(seg.shape)} has {seg.ndim - 2}")
-    return F.interpolate(seg if seg.is_floating_point() else seg.float(), size=size, mode=mode)
-
 class _SegStash:
     "The label map of the current forward call, shared by all SPADE norms of one SPADEUNet."
     seg: torch.Tensor|None = None

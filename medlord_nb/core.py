@@ -4,7 +4,7 @@
 
 # %% ../nbs/00_core.ipynb #f5c0a959
 from __future__ import annotations
-import os, io, json, random, shutil, tempfile, difflib, dataclasses, typing, contextlib
+import os, io, errno, hashlib, json, random, re, shutil, tempfile, difflib, dataclasses, typing, contextlib
 from pathlib import Path
 from typing import Any, Literal
 import numpy as np
@@ -12,9 +12,11 @@ import torch
 import yaml
 
 # %% auto #0
-__all__ = ['seed_everything', 'get_device', 'autocast_dtype', 'autocast', 'unsqueeze_right', 'atomic_write', 'atomic_torch_save',
-           'save_json', 'save_yaml', 'load_json', 'load_yaml', 'ConfigError', 'Config', 'make_run_dir', 'write_metrics',
-           'parse_size', 'format_size']
+__all__ = ['PRETRAINED_MANIFEST', 'seed_everything', 'get_device', 'autocast_dtype', 'autocast', 'gpu_available',
+           'unsqueeze_right', 'atomic_write', 'atomic_torch_save', 'save_json', 'save_yaml', 'load_json', 'load_yaml',
+           'ConfigError', 'Config', 'make_run_dir', 'write_metrics', 'find_repo_root', 'shipped_dirs', 'file_sha256',
+           'pretrained_manifests', 'pretrained_entry', 'pretrained_files', 'pretrained_file', 'parse_size',
+           'format_size', 'error_line']
 
 # %% ../nbs/00_core.ipynb #4f2d1e0c
 def seed_everything(seed:int=0, # seed for Python, NumPy and torch
@@ -47,6 +49,14 @@ def autocast(device:str|torch.device, # the device the work runs on
     "An autocast context (bf16 on CUDA) or a no-op on CPU."
     dt = autocast_dtype(device, enabled)
     return torch.autocast(device_type="cuda", dtype=dt) if dt is not None else contextlib.nullcontext()
+
+def gpu_available(what:str="", # what the GPU-only cell would show, e.g. "times one denoising step of a 512x512x256 latent"
+                 ) -> bool:
+    "True when a CUDA GPU is visible; otherwise print one line saying what the cell would show and how to run it, and return False."
+    if torch.cuda.is_available(): return True
+    print(f"No CUDA GPU here; this cell {what or 'needs one'}. Run it on a machine with a GPU "
+          f"(or `nbdev_test --flags cuda` there).")
+    return False
 
 # %% ../nbs/00_core.ipynb #ee5f3438
 def unsqueeze_right(x:torch.Tensor, # a tensor, usually shape (B,)
@@ -232,6 +242,80 @@ def write_metrics(run:str|Path, # run directory
     save_json(cur, p)
     return cur
 
+# %% ../nbs/00_core.ipynb #62a5a877
+_SHIPPED = {"experiments": "nbs/experiments", "configs": "configs", "pretrained": "pretrained"}   # kind -> folder in a clone
+
+def find_repo_root(start:str|Path|None=None, # where to start looking (default: the current folder)
+                  ) -> Path|None:
+    "The nearest folder at or above `start` that is a medlord-nb clone (settings.ini for medlord_nb, nbs/), or None."
+    p = Path(start or Path.cwd()).resolve()
+    for q in (p, *p.parents):
+        ini = q/"settings.ini"
+        if ini.is_file() and (q/"nbs").is_dir():
+            try: text = ini.read_text(encoding="utf-8")
+            except OSError: continue
+            if re.search(r"(?m)^lib_name\s*=\s*medlord_nb\s*$", text): return q
+    return None
+
+def shipped_dirs(kind:str, # "experiments" (the experiment notebooks), "configs" (named configs) or "pretrained" (weights of the model zoo)
+                ) -> list[Path]: # the folders that exist, in the order to search them
+    "Where the shipped files of `kind` are: a clone's own folder first (the current folder's clone, then an editable install's), then the installed package's copy."
+    if kind not in _SHIPPED: raise ValueError(f"unknown kind {kind!r}; use one of {list(_SHIPPED)}")
+    pkg = Path(__file__).resolve().parent if "__file__" in globals() else None   # site-packages/medlord_nb, or the clone's medlord_nb/
+    roots = [find_repo_root(), find_repo_root(pkg) if pkg is not None else None]
+    dirs = [r/_SHIPPED[kind] for r in roots if r is not None] + ([pkg/kind] if pkg is not None else [])
+    return [d for d in dict.fromkeys(d.resolve() for d in dirs) if d.is_dir()]
+
+# %% ../nbs/00_core.ipynb #0213dbe2
+PRETRAINED_MANIFEST = "manifest.json"
+_SHA_CACHE: dict = {}
+
+def file_sha256(path:str|Path, # a file
+               ) -> str: # its sha256, hex
+    "The sha256 of a file, read in 1 MiB blocks (cached by path, size and modification time)."
+    p = Path(path); st = p.stat(); key = (str(p.resolve()), st.st_size, st.st_mtime_ns)
+    if key not in _SHA_CACHE:
+        h = hashlib.sha256()
+        with open(p, "rb") as f:
+            for b in iter(lambda: f.read(2**20), b""): h.update(b)
+        _SHA_CACHE[key] = h.hexdigest()
+    return _SHA_CACHE[key]
+
+def pretrained_manifests() -> list[tuple[Path, dict]]:
+    "The (folder, manifest) of every shipped `pretrained/` folder that has a manifest, in search order."
+    return [(d, load_json(d/PRETRAINED_MANIFEST)) for d in shipped_dirs("pretrained") if (d/PRETRAINED_MANIFEST).is_file()]
+
+def pretrained_entry(name:str, # a model of the zoo, e.g. 'segmenter'
+                    ) -> tuple[Path, dict]: # (its folder's root, its manifest entry)
+    "Where a pretrained model's manifest entry is; a one-line error listing the models when there is none of that name."
+    mans = pretrained_manifests()
+    for root, man in mans:
+        if name in man.get("models", {}): return root, man["models"][name]
+    have = sorted({m for _, man in mans for m in man.get("models", {})})
+    raise FileNotFoundError(f"no pretrained model {name!r} ships with this medlord_nb; available: {', '.join(have) or 'none'}")
+
+def pretrained_files(name:str, # a model of the zoo, e.g. 'segmenter'
+                    ) -> dict[str, Path]: # role (e.g. 'weights', 'config') -> checked file
+    "The files of a shipped pretrained model, each checked against the sha256 in the manifest."
+    root, e = pretrained_entry(name)
+    out = {}
+    for role, f in e["files"].items():
+        p = root/f["path"]
+        if not p.is_file(): raise FileNotFoundError(f"{p}: missing (pretrained model {name!r}); reinstall medlord_nb, or rebuild it with its recipe")
+        if file_sha256(p) != f["sha256"]:
+            raise ValueError(f"{p}: sha256 does not match the manifest (pretrained model {name!r} is corrupt or was changed); "
+                             f"reinstall medlord_nb, or rebuild it with its recipe")
+        out[role] = p
+    return out
+
+def pretrained_file(name:str, # a model of the zoo
+                    role:str="weights", # which of its files
+                   ) -> Path:
+    "One checked file of a shipped pretrained model."
+    fs = pretrained_files(name)
+    if role not in fs: raise KeyError(f"pretrained model {name!r} has no {role!r} file; it has {', '.join(fs)}")
+    return fs[role]
+
 # %% ../nbs/00_core.ipynb #941f1318
 _UNITS = {"": 1, "b": 1, "kb": 1e3, "mb": 1e6, "gb": 1e9, "tb": 1e12, "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40,
           "k": 2**10, "m": 2**20, "g": 2**30, "t": 2**40}
@@ -240,7 +324,6 @@ def parse_size(s:str|int|float, # "24GB", "24 GiB", "512M", or a number of bytes
               ) -> int: # bytes
     "Parse a memory size; GB means 10^9, GiB (or bare G) 2^30."
     if isinstance(s, (int, float)) and not isinstance(s, bool): return int(s)
-    import re
     m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([a-zA-Z]*)\s*", str(s))
     if not m or m.group(2).lower() not in _UNITS:
         raise ValueError(f"cannot read size {s!r}; write it like '24GB', '24GiB' or '512MiB'")
@@ -251,3 +334,18 @@ def format_size(n:int|float) -> str:
     for u, f in (("TiB", 2**40), ("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
         if abs(n) >= f: return f"{n/f:.2f} {u}"
     return f"{int(n)} B"
+
+# %% ../nbs/00_core.ipynb #71c3087d
+def error_line(e:BaseException, # the exception to report
+              ) -> str:
+    "One line that says what went wrong (and, for system errors, what to do)."
+    if isinstance(e, OSError) and e.errno == errno.ENOSPC:
+        msg = (f"no space left on device{' (' + str(e.filename) + ')' if e.filename else ''}; free disk space and rerun "
+               f"(files already written are complete, unfinished ones were removed; `train --resume` continues a run)")
+    elif isinstance(e, OSError) and e.strerror and len(e.args) > 1:
+        msg = f"{str(e.filename) + ': ' if e.filename else ''}{e.strerror}"
+    elif isinstance(e, KeyError): msg = f"missing key {e}"
+    elif type(e).__name__ == "OutOfMemoryError":
+        msg = f"out of GPU memory ({(str(e).splitlines() or [''])[0][:120]}); check the settings with `medlord plan` and lower window/batch"
+    else: msg = str(e) or type(e).__name__
+    return " ".join(l.strip() for l in msg.splitlines() if l.strip())

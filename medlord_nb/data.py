@@ -11,13 +11,14 @@ from typing import Literal, NamedTuple, Sequence
 import numpy as np
 import torch
 from scipy import ndimage
-from .core import load_json
+from .core import load_json, atomic_write
 
 # %% auto #0
-__all__ = ['LABELS', 'Reader', 'AIR_HU', 'BODY_HU', 'VESSEL_HU', 'check_volume', 'CTVolume', 'sample_manifest', 'list_samples',
-           'load_sample', 'label_stats', 'reorient', 'load_volume', 'load_image_and_mask', 'save_volume', 'hu_to_unit',
-           'unit_to_hu', 'remap_labels', 'one_hot', 'global_coords', 'make_phantom', 'slicewise_fill', 'body_mask',
-           'outside_air', 'derive_lung_vessels', 'Patch', 'PatchBatch', 'PatchSampler']
+__all__ = ['LABELS', 'Reader', 'AIR_HU', 'BODY_HU', 'VESSEL_HU', 'BODY_LABEL', 'check_volume', 'CTVolume', 'sample_manifest',
+           'list_samples', 'load_sample', 'label_stats', 'describe_samples', 'reorient', 'load_volume',
+           'load_image_and_mask', 'save_volume', 'resample_volume', 'hu_to_unit', 'unit_to_hu', 'remap_labels',
+           'one_hot', 'global_coords', 'make_phantom', 'slicewise_fill', 'body_mask', 'outside_air',
+           'derive_lung_vessels', 'class_map', 'MaskFile', 'read_mask', 'Patch', 'PatchBatch', 'PatchSampler']
 
 # %% ../nbs/01_data.ipynb #cd132858
 LABELS: dict[int, str] = {0: "background", 1: "lung", 2: "vessels", 3: "nodule", 4: "heart", 5: "aorta",
@@ -161,6 +162,16 @@ def label_stats(vol:CTVolume, # a volume with labels
                                                              mean_hu=round(float(x.mean()), 1), std_hu=round(float(x.std()), 1))
     return out
 
+# %% ../nbs/01_data.ipynb #bf09550b
+def describe_samples() -> str:
+    "One line per embedded sample: name, shape, spacing and labels."
+    lines = []
+    for n in list_samples():
+        s = load_sample(n)
+        labs = ", ".join(f"{k}={v}" for k, v in s.label_names.items() if k)
+        lines.append(f"{n:8s} shape={s.image.shape} spacing={tuple(round(float(x), 2) for x in s.spacing)} labels: {labs}")
+    return "\n".join(lines)
+
 # %% ../nbs/01_data.ipynb #3c5a777c
 _SUFFIXES = {".nii": "nibabel", ".nii.gz": "nibabel", ".nrrd": "sitk", ".nhdr": "sitk", ".mha": "sitk", ".mhd": "sitk"}
 Reader = Literal["auto", "nibabel", "sitk"]
@@ -284,7 +295,6 @@ def save_volume(path:str|Path, # destination, .nii or .nii.gz
     "Write a volume as NIfTI atomically (temp file + rename)."
     import gzip
     import nibabel as nib
-    from medlord_nb.core import atomic_write
     path = Path(path)
     if _suffix(path) not in (".nii", ".nii.gz"): raise ValueError(f"{path}: save_volume writes NIfTI; use a .nii or .nii.gz name")
     image = np.asarray(image if dtype is None else np.asarray(image).astype(dtype))
@@ -296,6 +306,27 @@ def save_volume(path:str|Path, # destination, .nii or .nii.gz
     data = img.to_bytes()
     if _suffix(path) == ".nii.gz": data = gzip.compress(data, compresslevel=6, mtime=0)
     return atomic_write(path, data)
+
+# %% ../nbs/01_data.ipynb #9a49ee0a
+def resample_volume(vol:CTVolume, # a volume (image in HU, labels optional)
+                    spacing:Sequence[float], # the new voxel size (mm) along X, Y, Z
+                    shape:Sequence[int]|None=None, # the new grid's shape (default: the same field of view, rounded)
+                   ) -> CTVolume:
+    "`vol` on a grid of `spacing`: image prefiltered and trilinear, labels nearest, affine moved with the grid."
+    sp, tg = np.asarray(vol.spacing, float), np.asarray(spacing, float)
+    if tg.shape != (3,) or not (tg > 0).all(): raise ValueError(f"spacing {tuple(spacing)} must be 3 positive values (mm)")
+    zoom = tg / sp                                                  # source voxels per new voxel
+    new_shape = tuple(int(s) for s in shape) if shape is not None else tuple(max(1, int(round(n / z))) for n, z in zip(vol.shape, zoom))
+    if len(new_shape) != 3: raise ValueError(f"shape {tuple(shape)} must have 3 values")
+    if np.allclose(zoom, 1) and new_shape == vol.shape: return vol
+    offset = 0.5 * zoom - 0.5                                       # new voxel i samples source index (i + 0.5) * zoom - 0.5
+    sigma = np.where(zoom > 1, (zoom - 1) / 2, 0.0)
+    img = ndimage.gaussian_filter(vol.image, sigma, mode="nearest") if (sigma > 0).any() else vol.image
+    image = ndimage.affine_transform(img, zoom, offset, output_shape=new_shape, order=1, mode="nearest")
+    labels = None if vol.labels is None else ndimage.affine_transform(vol.labels, zoom, offset, output_shape=new_shape, order=0, mode="nearest")
+    aff = np.array(vol.affine, float)
+    aff[:3, 3] = aff[:3, :3] @ offset + aff[:3, 3]; aff[:3, :3] = aff[:3, :3] @ np.diag(zoom)
+    return CTVolume(image, labels, tuple(tg), aff, vol.label_names, vol.name, {**vol.meta, "resampled_from_mm": list(map(float, sp))})
 
 # %% ../nbs/01_data.ipynb #c09edb56
 def _as_float(x):
@@ -470,6 +501,59 @@ def derive_lung_vessels(hu:np.ndarray, # HU volume (X, Y, Z)
     info = dict(components_kept_ml=[round(float(sizes[i]), 1) for i in keep],
                 components_dropped_ml=[round(float(s), 1) for s in sizes[order[len(keep):len(keep) + 3]]])
     return lung, vessels, info
+
+# %% ../nbs/01_data.ipynb #9b7e547f
+BODY_LABEL = 255 # mask value of the body outline (tissue inside the body that has no other label)
+
+def class_map(labels:np.ndarray, # integer label map (X, Y, Z) in the label convention (255 = body outline)
+              classes:Sequence[int], # label values that become classes 1..n, in this order
+              body:bool=True, # add class n+1 for the rest of the body
+              image:np.ndarray|None=None, # HU on the same grid: the body comes from it (`body_mask`)
+              name:str="mask", # how errors name the mask
+             ) -> np.ndarray: # uint8 (X, Y, Z): 0 background, 1..n `classes`, n+1 body
+    "A label map as a model's class map: background, the conditioning labels, the rest of the body."
+    lab = np.asarray(labels).astype(np.int64)
+    if image is not None and np.shape(image) != lab.shape:
+        raise ValueError(f"{name}: image shape {np.shape(image)} != mask shape {lab.shape}; give the CT on the mask's grid")
+    cls = remap_labels(lab, {int(l): i + 1 for i, l in enumerate(classes)}, default=0).astype(np.uint8)
+    if not (cls > 0).any():
+        raise ValueError(f"{name}: the mask holds none of the conditioning labels {list(classes)} (present: "
+                         f"{sorted(int(v) for v in np.unique(lab))}); an empty mask cannot condition a sample")
+    if body:
+        inside = (lab == BODY_LABEL) | ((lab > 0) & (cls == 0))
+        if image is not None: inside |= body_mask(image)
+        elif not (lab == BODY_LABEL).any():
+            raise ValueError(f"{name}: this model was trained with a body class but the mask has no body outline; "
+                             f"draw the body as label {BODY_LABEL}, or pass the CT (e.g. --image) to derive it from HU")
+        cls[(cls == 0) & inside] = len(classes) + 1
+    return cls
+
+# %% ../nbs/01_data.ipynb #bb530763
+class MaskFile(NamedTuple):
+    "A mask read for sampling."
+    labels: np.ndarray # integer label map (X, Y, Z), RAS
+    image: np.ndarray|None # HU of the CT on the same grid, when given
+    affine: np.ndarray # 4x4 RAS affine: the sample is written with it
+
+def read_mask(mask:str|Path, # NIfTI / NRRD / MHA label map
+              image:str|Path|None=None, # optional CT on the same grid (for the body class)
+             ) -> MaskFile:
+    "Read a conditioning mask (and its CT); one-line errors for bad files, grids, dtypes and labels."
+    names = {**LABELS, BODY_LABEL: "body"}
+    if image is not None:
+        v = load_image_and_mask(image, mask, label_names=names)
+        return MaskFile(v.labels, v.image, v.affine)
+    v = load_volume(mask)
+    lab = v.image
+    if not np.all(lab == np.round(lab)):
+        bad = lab[lab != np.round(lab)]
+        raise ValueError(f"mask {mask}: holds non-integer values (e.g. {float(bad[0]):g}); a mask must be an integer label map "
+                         f"(was it resampled with linear instead of nearest-neighbour interpolation?)")
+    unknown = sorted(set(int(x) for x in np.unique(lab)) - set(names))
+    if unknown:
+        allowed = ", ".join(f"{k}={n}" for k, n in sorted(names.items()))
+        raise ValueError(f"mask {mask}: label values {unknown[:10]} are unknown (allowed: {allowed}); remap them with data.remap_labels")
+    return MaskFile(lab.astype(np.uint8), None, v.affine)
 
 # %% ../nbs/01_data.ipynb #6c5bc794
 class Patch(NamedTuple):

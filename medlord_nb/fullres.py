@@ -11,6 +11,7 @@ import torch.nn as nn
 from monai.inferers import sliding_window_inference
 from .core import get_device, autocast
 from .samplers import Sampler, sample_loop
+from .lean import offloading_skips
 
 # %% auto #0
 __all__ = ['one_pass_fn', 'windowed_fn', 'inference_weights', 'sampling_weights_dtype', 'host_skips', 'sample_volume']
@@ -102,16 +103,11 @@ def sampling_weights_dtype(weights:str, # 'fp32' or 'bf16': the configured infer
     if weights not in ("fp32", "bf16"): raise ValueError(f"inference weights must be 'fp32' or 'bf16', got {weights!r}")
     return torch.bfloat16 if weights == "bf16" and amp and torch.device(device).type == "cuda" else None
 
-@contextlib.contextmanager
 def host_skips(model:nn.Module, # a denoiser (or a wrapper of one: ControlNet, CFG)
                device:str|torch.device|None="cpu", # where the skips wait; None: no change
               ):
-    "Every U-Net inside `model` keeps its full-size skips in `device` memory during no-grad passes (`unet.UNet.offloading_skips`)."
-    with contextlib.ExitStack() as stack:
-        if device is not None:
-            for m in model.modules():
-                if callable(getattr(m, "offloading_skips", None)): stack.enter_context(m.offloading_skips(device))
-        yield model
+    "Context in which every U-Net inside `model` keeps its full-size skips in `device` memory during no-grad passes (`lean.offloading_skips`)."
+    return offloading_skips(model, device)
 
 # %% ../nbs/09_fullres.ipynb #acc01e43
 def sample_volume(model:nn.Module, # denoiser called as model(x_t, t[, cond])

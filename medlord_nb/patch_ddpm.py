@@ -10,21 +10,22 @@ from typing import Literal, Sequence
 import numpy as np
 import torch
 import torch.nn as nn
-from .core import Config, ConfigError, seed_everything, get_device, save_json, parse_size
-from .data import CTVolume, load_sample, hu_to_unit, unit_to_hu, remap_labels, one_hot, global_coords, PatchSampler, save_volume, body_mask
+from .core import Config, ConfigError, seed_everything, get_device, parse_size
+from .data import CTVolume, hu_to_unit, unit_to_hu, one_hot, global_coords, PatchSampler, class_map
 from .schedules import NoiseSchedule
 from .samplers import DDPMSampler, DDIMSampler, DPMSolverPP2MSampler
 from .unet import UNet
+from .lean import make_lean
 from .conditioning import ConcatConditioned
 from .training import Trainer, TrainConfig, Batch
 from .fullres import sample_volume, sampling_weights_dtype
 from .datasets import expand_samples, load_case
-from .evaluation import conditioning_report
-from .memory import check_budget, PlanError
+from .memory import (check_budget, PlanError, register_planner, ModelSpec, Spec, TrainStep, DenoiseStep, PhasePlan,
+                               first_fit, plan_denoise, window_candidates, format_setting)
 
 # %% auto #0
-__all__ = ['ADHERENCE_THRESHOLDS', 'PatchDDPMConfig', 'prepare', 'condition', 'PatchBatches', 'build_model', 'train',
-           'make_sampler', 'generate', 'evaluate_sample', 'save_outputs', 'adherence_checks']
+__all__ = ['PatchDDPMConfig', 'prepare', 'mask_classes', 'condition', 'PatchBatches', 'build_model', 'train', 'make_sampler',
+           'generate', 'model_spec', 'train_phase', 'denoise_phase', 'train_ladder', 'plan_patch']
 
 # %% ../nbs/15_patch_ddpm.ipynb #c723b9e7
 @dataclasses.dataclass
@@ -32,6 +33,7 @@ class PatchDDPMConfig(Config):
     "Settings of the patch-wise pixel DDPM (System B); defaults are the CPU smoke size."
     train_samples: tuple[str, ...] = ("lung1", "lung2") # embedded samples, 'ct|mask' file pairs or prepared dataset folders (see `datasets.load_case`)
     condition_sample: str = "lung1" # sample whose mask conditions the generated volume
+    spacing: tuple[float, float, float]|None = None # the grid (mm) the model learns on: cases are resampled to it, and so are masks at sampling (None: as stored)
     labels: tuple[int, ...] = (1, 2, 3) # conditioning labels (lung, vessels, nodule); others become background
     body_class: bool = True # add a 'body' class (tissue inside the body, from HU) so air outside is generated as air
     patch_size: tuple[int, int, int] = (32, 32, 16) # training patch (X, Y, Z) voxels
@@ -74,6 +76,8 @@ class PatchDDPMConfig(Config):
         if not self.labels or 0 in self.labels: raise ConfigError(f"labels must be non-background label values, got {self.labels}")
         if self.nodule_prob + self.lung_prob > 1: raise ConfigError("nodule_prob + lung_prob must be <= 1")
         if self.steps < 1 or self.num_inference_steps < 1: raise ConfigError("steps and num_inference_steps must be >= 1")
+        if self.spacing is not None and (len(self.spacing) != 3 or min(self.spacing) <= 0):
+            raise ConfigError(f"spacing {self.spacing} must be 3 positive voxel sizes in mm, e.g. [1.5, 1.5, 5.0], or null")
         if any(p < 2 ** (len(self.channels) - 1) for p in self.patch_size):
             raise ConfigError(f"patch_size {self.patch_size} is smaller than the UNet's downsampling factor {2 ** (len(self.channels) - 1)}")
         if self.budget is not None:
@@ -98,10 +102,20 @@ def prepare(vol:CTVolume, # a volume with labels (HU image)
            ) -> tuple[np.ndarray, np.ndarray]: # (image in [-1, 1] float32, class map uint8)
     "The model's view of a volume: unit-range image and class map."
     if vol.labels is None: raise ValueError(f"volume {vol.name!r} has no label map; the patch DDPM needs masks to condition on")
-    mapping = {int(k): i + 1 for i, k in enumerate(labels)}
-    cls = remap_labels(vol.labels, mapping, default=0).astype(np.uint8)
-    if body: cls[(cls == 0) & body_mask(vol.image)] = len(labels) + 1
+    cls = class_map(vol.labels, labels, body, image=vol.image, name=vol.name or "volume")
     return hu_to_unit(vol.image).astype(np.float32), cls
+
+def mask_classes(cfg:PatchDDPMConfig, # the trained model's settings (labels, body class, U-Net depth)
+                 labels:np.ndarray, # a mask (X, Y, Z) in the label convention, 255 = body outline
+                 image:np.ndarray|None=None, # the CT on the mask's grid (derives the body from HU)
+                 name:str="mask", # how errors name the mask
+                ) -> np.ndarray: # the class map `generate` takes
+    "A mask file's labels as this model's class map; one-line errors for empty masks, missing body outlines and too-small volumes."
+    cls = class_map(labels, cfg.labels, cfg.body_class, image=image, name=name)
+    f = 2 ** (len(cfg.channels) - 1)
+    if any(s < f for s in cls.shape):
+        raise ValueError(f"{name}: mask shape {cls.shape} is smaller than the UNet's downsampling factor {f} on some axis")
+    return cls
 
 def condition(classes:np.ndarray|torch.Tensor, # class map (X, Y, Z) of ints in 0..num_classes-1
               num_classes:int, # number of classes incl. background
@@ -147,7 +161,7 @@ def build_model(cfg:PatchDDPMConfig) -> ConcatConditioned:
     net = UNet(spatial_dims=3, in_channels=1 + cfg.cond_channels, out_channels=1, channels=cfg.channels,
                num_res_blocks=cfg.num_res_blocks, attention_levels=cfg.attention_levels, num_head_channels=cfg.num_head_channels,
                norm_num_groups=cfg.norm_num_groups, additive_skips=cfg.additive_skips, use_checkpointing=cfg.use_checkpointing)
-    return ConcatConditioned(net, 1, cfg.cond_channels)
+    return ConcatConditioned(make_lean(net), 1, cfg.cond_channels)             # lean: whole volumes without the plain ops' copies
 
 def _precision(cfg:PatchDDPMConfig) -> str:
     "What will run: bf16 autocast on CUDA when cfg.amp, else fp32."
@@ -161,7 +175,7 @@ def train(cfg:PatchDDPMConfig, # settings
     if cfg.budget is not None:                                         # ask the planner before loading or allocating anything
         check_budget(cfg, cfg.patch_size, cfg.budget, phase="train", precision=_precision(cfg))
     seed_everything(cfg.seed)
-    vols = [prepare(load_case(n), cfg.labels, cfg.body_class) for n in expand_samples(cfg.train_samples)]
+    vols = [prepare(load_case(n, cfg.spacing), cfg.labels, cfg.body_class) for n in expand_samples(cfg.train_samples)]
     cls_of = {lab: i + 1 for i, lab in enumerate(cfg.labels)}          # label value -> model class
     probs = {cls_of[lab]: p for lab, p in ((3, cfg.nodule_prob), (1, cfg.lung_prob)) if lab in cls_of and p > 0}
     batches = PatchBatches(vols, cfg.patch_size, cfg.batch_size, cfg.num_classes, probs)
@@ -193,66 +207,77 @@ def generate(model:nn.Module, # trained ConcatConditioned denoiser
                       weights_dtype=sampling_weights_dtype(cfg.inference_weights, dev, cfg.amp))
     return unit_to_hu(x[0, 0].clamp(-1, 1).cpu().numpy())
 
-# %% ../nbs/15_patch_ddpm.ipynb #43e300a0
-def evaluate_sample(sample_hu:np.ndarray, # generated volume (HU)
-                    vol:CTVolume, # the real volume whose mask conditioned it
-                    cfg:PatchDDPMConfig, # settings (which labels conditioned)
-                   ) -> dict:
-    "Conditioning report of a sample against its real source, restricted to the conditioning labels."
-    from medlord_nb.data import LABELS
-    keep = {0: "background", **{k: vol.label_names.get(k, LABELS.get(k, str(k))) for k in cfg.labels}}
-    labs = np.where(np.isin(vol.labels, list(cfg.labels)), vol.labels, 0)
-    if cfg.body_class:                             # report the derived body class too (value 255)
-        keep[0] = "outside body"; keep[255] = "body (derived)"
-        labs = np.where((labs == 0) & body_mask(vol.image), 255, labs)
-    rep = conditioning_report(sample_hu, vol.image, labs, keep, vol.spacing,
-                              lung_label=1 if 1 in cfg.labels else cfg.labels[0], nodule_label=3)
-    derived = vol.meta.get("manifest", {}).get("derivation", {}).get("derived", []) if isinstance(vol.meta, dict) else []
-    rep["protocol_details"]["real_reference"] = (
-        f"the real scan's lung Dice is high by construction: {vol.name}'s lung label was derived from the same kind of HU "
-        f"threshold (HU < -400 inside the body, see the sample manifest), so it checks the metric's plumbing, not an "
-        f"independent segmenter; only the sample's Dice measures mask adherence" if "lung" in derived else
-        "the real scan's lung label comes with the data (not derived from HU), so its Dice is an independent reference")
-    return rep
+# %% ../nbs/15_patch_ddpm.ipynb #21973af5
+_NET_FIELDS = ("labels", "body_class", "patch_size", "channels", "num_res_blocks", "attention_levels", "num_head_channels",
+               "norm_num_groups", "additive_skips", "use_checkpointing")
 
-def save_outputs(run:str|Path, # run directory
-                 sample_hu:np.ndarray, # generated volume (HU)
-                 vol:CTVolume, # the real conditioning volume
-                 cfg:PatchDDPMConfig, # settings
-                 center:Sequence[int]|None=None, # montage centre voxel (default: the nodule)
-                ) -> dict: # the conditioning report
-    "Write sample.nii.gz (source affine), montage.png (real vs synthetic) and the report to metrics.json."
-    from medlord_nb.viz import montage, save_figure
-    from medlord_nb.core import write_metrics
-    import matplotlib.pyplot as plt
-    run = Path(run)
-    save_volume(run/"sample.nii.gz", sample_hu.astype(np.float32), vol.affine)
-    if center is None and (vol.labels == 3).any(): center = [int(round(i.mean())) for i in np.nonzero(vol.labels == 3)]
-    labs = np.where(np.isin(vol.labels, list(cfg.labels)), vol.labels, 0)
-    fig = montage({f"real {vol.name}": (vol.image, labs), "synthetic": (sample_hu, labs)}, spacing=vol.spacing, center=center,
-                  title=f"patch DDPM: real vs synthetic conditioned on {vol.name}'s mask")
-    save_figure(fig, run/"montage.png"); plt.close(fig)
-    rep = evaluate_sample(sample_hu, vol, cfg)
-    write_metrics(run, {"mask_adherence": rep})
-    return rep
+def model_spec(cfg:PatchDDPMConfig, # settings
+               **changes, # network fields to change, e.g. use_checkpointing=True
+              ) -> ModelSpec:
+    "`build_model(cfg)` as a `memory.ModelSpec`, keyed by the fields that shape the network."
+    net = PatchDDPMConfig(**{k: getattr(cfg, k) for k in _NET_FIELDS}).replace(**changes)
+    return ModelSpec.of(build_model, cfg=net)
 
-# %% ../nbs/15_patch_ddpm.ipynb #d6f3f48a
-ADHERENCE_THRESHOLDS = {"lung_mean_hu": ("<", -600.), "lung_dice_threshold": (">", 0.8), "nodule_contrast_hu": (">", 200.)}
+def _resolve(cfg) -> PatchDDPMConfig:
+    if cfg is None: return PatchDDPMConfig()
+    if isinstance(cfg, dict): return PatchDDPMConfig.from_dict(cfg)
+    if isinstance(cfg, Config) and type(cfg).__name__ == "PatchDDPMConfig" and not isinstance(cfg, PatchDDPMConfig):
+        return PatchDDPMConfig.from_dict(cfg.to_dict())                  # the class as defined in its own notebook
+    if not isinstance(cfg, PatchDDPMConfig): raise TypeError(f"cfg must be a PatchDDPMConfig or a dict, got {type(cfg).__name__}")
+    return cfg
 
-def adherence_checks(rep:dict, # one side of a conditioning report (`evaluate_sample(...)["sample"]`)
-                     lung:str="lung", # name of the lung label in `rep["label_hu"]`
-                     thresholds:dict|None=None, # {check: ("<" or ">", value)}; default `ADHERENCE_THRESHOLDS`
-                    ) -> dict: # {check: {"value", "op", "threshold", "passed"}}; passed is None when the value is missing
-    "Pass/fail of the mask-adherence checks: dark lungs, high threshold-lung Dice, a bright nodule."
-    th = ADHERENCE_THRESHOLDS if thresholds is None else thresholds
-    values = {"lung_mean_hu": rep.get("label_hu", {}).get(lung, {}).get("mean"),
-              "lung_dice_threshold": rep.get("lung_dice_threshold"), "nodule_contrast_hu": rep.get("nodule_contrast_hu")}
-    unknown = set(th) - set(values)
-    if unknown: raise ValueError(f"unknown adherence check(s) {sorted(unknown)}; use {sorted(values)}")
-    out = {}
-    for k, (op, t) in th.items():
-        if op not in ("<", ">"): raise ValueError(f"check {k!r}: op must be '<' or '>', got {op!r}")
-        v = values[k]
-        out[k] = {"value": v, "op": op, "threshold": float(t),
-                  "passed": None if v is None else bool(v < t if op == "<" else v > t)}
+def _weights(cfg, precision): return cfg.inference_weights if precision == "bf16" else "fp32"
+
+def train_phase(cfg:PatchDDPMConfig, # settings
+                precision:str, # 'bf16', 'fp32' or 'bf16-pure'
+                use_checkpointing:bool|None=None, batch_size:int|None=None, patch_size:Sequence[int]|None=None, # the planner's levers
+               ) -> TrainStep:
+    "One training step of this system as a `memory.TrainStep`."
+    ck = cfg.use_checkpointing if use_checkpointing is None else use_checkpointing
+    B, P = batch_size or cfg.batch_size, tuple(patch_size or cfg.patch_size)
+    return TrainStep(model_spec(cfg, use_checkpointing=ck), (B, 1, *P), cfg.cond_channels, precision,
+                     train=cfg.train_config(), schedule=cfg.noise_schedule(), name="train")
+
+def denoise_phase(cfg:PatchDDPMConfig, # settings
+                  shape:Sequence[int], # volume (X, Y, Z)
+                  precision:str, # 'bf16', 'fp32' or 'bf16-pure'
+                  window:Sequence[int]|None=None, sw_batch_size:int=1, host_volume:bool=False, host_skips:bool=False, # the levers
+                 ) -> DenoiseStep:
+    "One step of this system's sampler over a whole volume as a `memory.DenoiseStep`."
+    return DenoiseStep(model_spec(cfg, use_checkpointing=False), (1, 1, *shape), cfg.cond_channels, precision, window, cfg.overlap,
+                       sw_batch_size, name="denoise", frozen=True, weights=_weights(cfg, precision), host_volume=host_volume, host_skips=host_skips,
+                       sampler=Spec.of(make_sampler, cfg=cfg))
+
+def train_ladder(cfg:PatchDDPMConfig) -> list[dict]:
+    "The training settings the planner tries, fastest first."
+    B, P = cfg.batch_size, tuple(cfg.patch_size)
+    out = [dict(use_checkpointing=False, batch_size=B, patch_size=P), dict(use_checkpointing=True, batch_size=B, patch_size=P)]
+    b = B
+    while b > 1:
+        b = max(1, b // 2); out.append(dict(use_checkpointing=True, batch_size=b, patch_size=P))
+    for p in window_candidates(P, 2 ** (len(cfg.channels) - 1), min_size=16):   # then smaller patches, batch 1
+        out.append(dict(use_checkpointing=True, batch_size=1, patch_size=p))
     return out
+
+def plan_patch(cfg, shape, precision, budget, margin, phases=("train", "denoise")) -> dict:
+    "System B's planner (registered as 'patch'): the first training setting that fits, then the fastest sampling that fits."
+    cfg, out = _resolve(cfg), {}
+    if "train" in phases:
+        out["train"] = first_fit(lambda **s: train_phase(cfg, precision, **s), train_ladder(cfg), "train", budget, margin,
+                                 lambda i: "configured batch and patch" if i < 2 else "fastest setting that fits",
+                                 "even batch 1 on the smallest patch with checkpointing does not fit")
+    if "denoise" in phases:
+        out["denoise"] = plan_denoise(lambda **s: denoise_phase(cfg, shape, precision, **s), shape, budget, margin, cfg.overlap,
+                                      multiple=2 ** (len(cfg.channels) - 1), host_volume=None if cfg.host_volume else False)
+    return out
+
+def _configured(cfg, shape, precision, phase):
+    if phase == "denoise":
+        hv = cfg.host_volume and cfg.window is not None
+        s = {"window": cfg.window, **({"host_volume": True} if hv else {})}
+        return (denoise_phase(cfg, shape, precision, cfg.window, host_volume=hv), format_setting(s),
+                f"denoising a {'x'.join(map(str, shape))} volume")
+    return (train_phase(cfg, precision), format_setting(dict(batch_size=cfg.batch_size, patch_size=cfg.patch_size, use_checkpointing=cfg.use_checkpointing)),
+            f"a training step on {cfg.batch_size} patches of {'x'.join(map(str, cfg.patch_size))}")
+
+register_planner("patch", plan_patch, ("train", "denoise"), _resolve, _configured, advice="a smaller volume or a latent pipeline")

@@ -4,13 +4,26 @@
 
 # %% ../nbs/20_runner.ipynb #a6730391
 from __future__ import annotations
-import os, time, datetime, dataclasses
+import ast, contextlib, os, time, datetime, dataclasses, types
 from pathlib import Path
-from typing import Any
-from .core import Config, ConfigError, make_run_dir, load_yaml, save_yaml
+from typing import Any, Callable, NamedTuple, Sequence
+import numpy as np
+import papermill as pm
+import torch
+import torch.distributed as dist
+from matplotlib.figure import Figure
+from .core import (Config, ConfigError, make_run_dir, load_yaml, save_yaml, load_json, save_json, write_metrics, error_line,
+                             find_repo_root, shipped_dirs)
+from .data import read_mask, save_volume, resample_volume, CTVolume
+from .viz import save_figure
+from .training import dist_info, init_distributed, load_weights
+from . import patch_ddpm as pd, latent_diffusion as ld
+from .presets import PIPELINES, read_config, preset_pipeline
+from .zoo import pretrained_run
 
 # %% auto #0
-__all__ = ['params_from_globals', 'find_repo_root', 'resolve_out_dir', 'find_experiment', 'resolve_parameters', 'run_experiment']
+__all__ = ['SYSTEMS', 'params_from_globals', 'resolve_out_dir', 'find_experiment', 'resolve_parameters', 'run_experiment',
+           'System', 'get_system', 'train_run', 'sample_run']
 
 # %% ../nbs/20_runner.ipynb #381bc5bb
 _IPY_NAMES = {"In", "Out", "exit", "quit", "get_ipython", "display", "ojs_define"}
@@ -19,20 +32,12 @@ def params_from_globals(cfg_cls:type, # a `core.Config` dataclass describing the
                         ns:dict, # the notebook's `globals()`
                        ):
     "Collect the notebook's parameter variables from `ns` and validate them into `cfg_cls`."
-    import types
     vals = {k: v for k, v in ns.items()
             if not k.startswith("_") and k not in _IPY_NAMES
             and not isinstance(v, (types.ModuleType, types.FunctionType, types.BuiltinFunctionType, type))}
     return cfg_cls.from_dict(vals)
 
 # %% ../nbs/20_runner.ipynb #da5f5e38
-def find_repo_root(start:str|Path|None=None) -> Path|None:
-    "The nearest folder above `start` (default: cwd) that holds settings.ini and nbs/, or None."
-    p = Path(start or Path.cwd()).resolve()
-    for q in (p, *p.parents):
-        if (q/"settings.ini").exists() and (q/"nbs").is_dir(): return q
-    return None
-
 def resolve_out_dir(out_dir:str|Path|None, # the notebook's `out_dir` parameter
                     name:str, # experiment name, used for interactive runs
                    ) -> Path:
@@ -43,33 +48,31 @@ def resolve_out_dir(out_dir:str|Path|None, # the notebook's `out_dir` parameter
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
     return make_run_dir(f"{name}-{stamp}", root=root)
 
-# %% ../nbs/20_runner.ipynb #b9516d21
+# %% ../nbs/20_runner.ipynb #b173bc2e
 def find_experiment(name:str|Path, # an experiment name ("demo") or a notebook path
                    ) -> Path:
-    "Locate an experiment notebook by path or by name under `nbs/experiments/` of the repository."
+    "Locate an experiment notebook by path, or by name in `shipped_dirs('experiments')`."
     p = Path(name)
     if p.suffix == ".ipynb":
         if not p.exists(): raise FileNotFoundError(f"{p}: no such notebook")
         return p
-    import medlord_nb
-    roots = [r for r in (find_repo_root(), find_repo_root(Path(medlord_nb.__file__).parent)) if r is not None]
-    for r in roots:
-        q = r/"nbs"/"experiments"/f"{name}.ipynb"
-        if q.exists(): return q
-    avail = sorted({q.stem for r in roots for q in (r/"nbs"/"experiments").glob("*.ipynb")})
-    if not roots:
-        raise FileNotFoundError(f"experiment {str(name)!r}: no medlord-nb repository found (experiments live in "
-                                f"nbs/experiments/ of a clone); run from inside a clone or pass a notebook path")
+    dirs = shipped_dirs("experiments")
+    for d in dirs:
+        if (d/f"{name}.ipynb").exists(): return d/f"{name}.ipynb"
+    if not dirs:
+        raise FileNotFoundError(f"experiment {str(name)!r}: no experiment notebooks found (neither nbs/experiments/ of a "
+                                f"medlord-nb clone nor medlord_nb/experiments/ of the installed package); reinstall "
+                                f"medlord-nb or pass a notebook path")
+    avail = sorted({q.stem for d in dirs for q in d.glob("*.ipynb")})
     raise FileNotFoundError(f"unknown experiment {str(name)!r}; available: {', '.join(avail) or 'none'}")
 
 def resolve_parameters(notebook:str|Path, # experiment name or notebook path
                        params:dict|None=None, # parameter overrides (win over `config`)
-                       config:str|Path|None=None, # YAML file of parameters
+                       config:str|Path|None=None, # a preset name or YAML file of parameters
                       ) -> dict:
     "Every parameter the notebook will run with: its `parameters` cell's defaults, then `config`, then `params`."
-    import ast, papermill as pm
     nb = find_experiment(notebook)
-    cfg = load_yaml(config) if config else {}
+    cfg = read_config(str(config)) if config else {}                      # a preset name or a YAML file
     if not isinstance(cfg, dict): raise ConfigError(f"{config}: expected a mapping of parameters, got {type(cfg).__name__}")
     defaults = {}
     for k, v in pm.inspect_notebook(str(nb)).items():
@@ -81,24 +84,22 @@ def run_experiment(notebook:str|Path, # experiment name or notebook path
                    name:str|None=None, # run name (folder under `root`); the experiment name by default
                    root:str|Path="runs", # parent folder of runs
                    params:dict|None=None, # parameter overrides (win over `config`)
-                   config:str|Path|None=None, # YAML file of parameters
+                   config:str|Path|None=None, # a preset name or YAML file of parameters
                    force:bool=False, # overwrite an existing run directory
                    timeout:int|None=None, # per-cell timeout in seconds
                    log_output:bool=False, # stream the notebook's output to this process's log
                    progress:bool=True, # papermill progress bar
                   ) -> Path: # the run directory
     "Execute an experiment notebook with papermill into `root/name/` (params.yaml, run.yaml, the executed notebook) and return the run directory."
-    import papermill as pm
     nb = find_experiment(notebook)
-    merged = {**(load_yaml(config) if config else {}), **(params or {})}
-    if not isinstance(merged, dict): raise ConfigError(f"{config}: expected a mapping of parameters")
+    merged = {**(read_config(str(config)) if config else {}), **(params or {})}   # a preset name or a YAML file
     resolved = resolve_parameters(nb, params, config)
     run = make_run_dir(name or nb.stem, root=root, force=force)
     merged["out_dir"] = resolved["out_dir"] = str(run.resolve())
     save_yaml(resolved, run/"params.yaml")                  # the notebook may rewrite it with its validated config
     save_yaml({"notebook": str(nb), "config": str(config) if config else None, "parameters": merged}, run/"run.yaml")
+    partial, headless = run/f".{nb.stem}.partial.ipynb", os.environ.get("MEDLORD_NB_HEADLESS")
     os.environ["MEDLORD_NB_HEADLESS"] = "1"     # inherited by the kernel: viewers fall back, no hangs
-    partial = run/f".{nb.stem}.partial.ipynb"
     try:
         pm.execute_notebook(str(nb), str(partial), parameters=merged, kernel_name="python3", language="python",
                             cwd=str(run), progress_bar=progress, log_output=log_output,
@@ -106,5 +107,224 @@ def run_experiment(notebook:str|Path, # experiment name or notebook path
     except Exception:
         if partial.exists(): os.replace(partial, run/f"{nb.stem}.failed.ipynb")
         raise
+    finally:                                    # this process keeps its own setting (a later JupyterLab it starts has a front end)
+        if headless is None: os.environ.pop("MEDLORD_NB_HEADLESS", None)
+        else: os.environ["MEDLORD_NB_HEADLESS"] = headless
     os.replace(partial, run/f"{nb.stem}.ipynb")
     return run
+
+# %% ../nbs/20_runner.ipynb #a03d0ead
+class System(NamedTuple):
+    "How `train_run` and `sample_run` drive one system."
+    config: type # its core.Config dataclass (`presets.PIPELINES`)
+    train: Callable # train(cfg, run_dir, progress=...) -> a Trainer-like object (is_main, step, history, world_size, plot_losses)
+    build_model: Callable|None # build_model(cfg) -> nn.Module (None: `load` builds it)
+    classes: Callable # classes(cfg, labels, image_hu_or_None, name) -> the condition `generate` takes
+    generate: Callable # generate(model, cfg, condition, seed=..., progress=...) -> HU volume
+    resume_keys: tuple # config keys that may change when a run is resumed
+    sample_keys: tuple # config keys that may change at sampling time
+    load: Callable|None = None # load(cfg, run_dir) -> the `model` generate takes (None: build_model + EMA weights of `checkpoint`)
+    checkpoint: str = "checkpoints/last.pt" # the run's final checkpoint (relative to the run directory): a run without it is untrained
+    distributed: bool = True # whether `train` runs DDP under torchrun (False: one process only)
+
+_PATCH_SAMPLE = ("sampler", "num_inference_steps", "window", "overlap", "device", "amp", "budget", "host_volume", "inference_weights")
+_LATENT_SAMPLE = ("sampler", "num_inference_steps", "guidance_scale", "conditioning_scale", "decode_tile", "decode_overlap",
+                  "decode_quantized", "device", "amp", "budget", "inference_weights")
+_RESUME = ("steps", "ckpt_every", "condition_sample", "out_dir", "ema_device")
+
+def _latent_generate(model, cfg, prep, seed=None, progress=True):
+    return ld.sample_latent(model, cfg, prep, seed=seed, progress=progress)
+
+SYSTEMS: dict[str, System] = {
+    "patch": System(PIPELINES["patch"], pd.train, pd.build_model, pd.mask_classes, pd.generate, (*_RESUME, *_PATCH_SAMPLE), _PATCH_SAMPLE),
+    **{name: System(PIPELINES[name], ld.train_all, None, ld.mask_classes, _latent_generate, (*_RESUME, *_LATENT_SAMPLE), _LATENT_SAMPLE,
+                    load=ld.load_trained, checkpoint="checkpoints/ldm/last.pt", distributed=False) for name in ("medlord", "med_lsdm")}}
+
+def get_system(pipeline:str, # 'patch', 'medlord' or 'med_lsdm'
+              ) -> System:
+    "The system of a pipeline name, or a one-line error that lists them."
+    if pipeline not in SYSTEMS: raise ValueError(f"unknown pipeline {pipeline!r} for training and sampling; pipelines: {', '.join(SYSTEMS)}")
+    return SYSTEMS[pipeline]
+
+def _on_rank0(fn:Callable):
+    "Run `fn` on rank 0; under torchrun the other ranks wait and stop quietly if it failed."
+    info, err = dist_info(), None
+    if info.rank == 0:
+        try: fn()
+        except Exception as e: err = e
+    if info.world_size > 1 and dist.is_available() and dist.is_initialized():
+        flag = [err is not None]
+        dist.broadcast_object_list(flag, src=0)
+        if flag[0] and info.rank != 0: raise SystemExit(2)       # rank 0 reports the error
+    if err is not None: raise err
+
+def _check_changes(old:dict, new:dict, allowed, what:str):
+    diff = {k: (old.get(k), v) for k, v in new.items() if k not in allowed and old.get(k) != v}
+    if diff:
+        raise ConfigError(f"cannot change {', '.join(f'{k} ({a!r} -> {b!r})' for k, (a, b) in diff.items())} {what}; "
+                          f"only {', '.join(allowed)} may change; start a new run (another --name, or --force)")
+
+def train_run(config:str|None=None, # a preset name or YAML file of the pipeline's config (None: its defaults)
+              name:str|None=None, # run name, a folder under `root` (default: the config's name, else the pipeline's)
+              root:str|Path="runs", # parent folder of runs
+              overrides:dict|None=None, # config fields that win over the preset's
+              pipeline:str|None=None, # which system: patch (System B), medlord (System A), med_lsdm (System C) (default: the config's `pipeline` key, else patch)
+              resume:bool=False, # continue the run from its latest checkpoint
+              force:bool=False, # delete an existing run directory and start over
+              progress:bool=True, # progress bars
+              dry_run:bool=False, # resolve everything, write nothing, and return what would run
+             ) -> dict: # what ran (or would run): run, pipeline, processes, resume, config (+ trained: steps, final_loss)
+    "Train a pipeline into runs/<name>/ (params, resolved config, checkpoints, loss figure, metrics); DDP under torchrun."
+    if force and resume: raise ValueError("pass force (start over) or resume (continue), not both")
+    user = {**read_config(config), **(overrides or {})}
+    pipeline = pipeline or user.get("pipeline") or (preset_pipeline(config, "patch") if config else "patch")
+    user.pop("pipeline", None)
+    S = get_system(pipeline)
+    run = Path(root)/(name or (Path(config).stem if config else pipeline))
+    if resume:
+        if not (run/"config.yaml").is_file():
+            raise FileNotFoundError(f"{run}: no run to resume (config.yaml missing); start it without --resume")
+        old = load_yaml(run/"config.yaml")
+        cfg = S.config.from_dict({**old, **user, "out_dir": str(run)})
+        _check_changes(old, cfg.to_dict(), S.resume_keys, f"when resuming {run}")
+    else: cfg = S.config.from_dict({**user, "out_dir": str(run)})
+    ws = dist_info().world_size
+    if ws > 1 and not S.distributed:
+        raise ValueError(f"the {pipeline!r} pipeline trains in one process (its stages have no DDP); run it without torchrun "
+                         f"(`medlord train ...`); `medlord sample` can still be sharded over torchrun's processes")
+    if ws > 1 and getattr(cfg, "batch_size", ws) % ws:
+        raise ValueError(f"batch_size {cfg.batch_size} is the global batch and must split evenly over {ws} processes")
+    what = {"run": str(run), "pipeline": pipeline, "processes": ws, "resume": resume, "config": cfg.to_dict()}
+    if dry_run: return what
+    if ws > 1: init_distributed(getattr(cfg, "device", "auto"))
+    def setup():
+        if resume: save_yaml(cfg.to_dict(), run/"config.yaml")
+        else:
+            make_run_dir(run.name, run.parent, params={"pipeline": pipeline, "config": config, "overrides": overrides or {}}, force=force)
+            save_yaml(cfg.to_dict(), run/"config.yaml")
+    _on_rank0(setup)
+    t0 = time.time()
+    tr = S.train(cfg, run, progress=progress)
+    if not tr.is_main: return what
+    fig = Figure(figsize=(5, 3)); tr.plot_losses(fig.subplots()); save_figure(fig, run/"loss.png")   # no pyplot: a notebook's backend is left alone
+    hist = [list(h) for h in tr.history]
+    write_metrics(run, {"train": {"pipeline": pipeline, "steps": tr.step, "final_loss": hist[-1][1] if hist else None,
+                                  "processes": tr.world_size, "seconds": round(time.time() - t0, 2), "resumed": resume,
+                                  "checkpoint": S.checkpoint, "loss_history": hist,
+                                  **({"stages": tr.stages()} if isinstance(tr, ld.LatentRun) else {})}})
+    return {**what, "trained": {"steps": tr.step, "final_loss": hist[-1][1] if hist else None}}
+
+def _stem(p:Path) -> str:
+    n = p.name
+    for suf in (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd"):
+        if n.lower().endswith(suf): return n[: -len(suf)]
+    return p.stem
+
+@contextlib.contextmanager
+def _folder_lock(folder:Path):
+    "An exclusive lock on a folder (flock; a no-op where there is none): one process at a time updates its index file."
+    try: import fcntl
+    except ImportError: fcntl = None
+    fd = os.open(folder, os.O_RDONLY) if fcntl is not None else None
+    try:
+        if fd is not None: fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        if fd is not None: os.close(fd)                  # closing releases the lock
+
+def _record_samples(path:Path, # samples.json
+                    head:dict, # run, checkpoint, overrides
+                    entries:list[dict], # this process's entries (by `file`), with their status
+                   ) -> None:
+    "Merge `entries` into samples.json by file name, under a folder lock, atomically; other entries are kept as they are."
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with _folder_lock(path.parent):
+        cur = (load_json(path).get("samples", []) if path.is_file() else [])
+        at = {e.get("file"): i for i, e in enumerate(cur)}
+        for e in entries:
+            if e["file"] in at: cur[at[e["file"]]] = e
+            else: at[e["file"]] = len(cur); cur.append(e)
+        cur.sort(key=lambda e: e.get("index", 0))         # job order, whichever process finished first
+        save_json({**head, "samples": cur}, path)
+
+def sample_run(run:str|Path|None, # trained run directory (holds config.yaml and its pipeline's final checkpoint); None with `pretrained`
+               masks:Sequence[str|Path], # mask files (NIfTI / NRRD / MHA): labels as data.LABELS, 255 = body outline
+               n:int=1, # samples per mask
+               out:str|Path|None=None, # output folder (default: <run>/samples)
+               images:Sequence[str|Path]|None=None, # one CT per mask, on its grid (the body class from HU), in order
+               seed:int=0, # seed of sample 0; sample k uses seed + k
+               overrides:dict|None=None, # sampling settings to change (sampler, num_inference_steps, window, ...)
+               pipeline:str|None=None, # the run's pipeline (default: from its params.yaml, else 'patch')
+               force:bool=False, # overwrite existing sample files
+               progress:bool=True, # progress bars
+               dry_run:bool=False, # resolve the jobs, write nothing, and return them
+               log:Callable=print, # called with one line per written sample
+               pretrained:str|None=None, # sample from this shipped model instead of a run (see `zoo.list_pretrained`)
+               native_grid:bool=False, # sample on the mask's own grid even when the model learned on another spacing
+              ) -> dict: # run, out, processes, config, jobs (with their status after a real run)
+    "Generate n volumes per mask file from a trained run; each written atomically with the mask's affine; sharded under torchrun."
+    if pretrained is not None:
+        if run is not None: raise ValueError("give a run directory or a pretrained model, not both")
+        run_, pipeline = pretrained_run(pretrained)                  # files checked against their sha256
+        out = out or Path("samples")/pretrained                      # the package's folder is not ours to write into
+    elif run is None: raise ValueError("give a trained run directory, or a pretrained model (--pretrained NAME; `medlord pretrained` lists them)")
+    else: run_ = Path(run)
+    if not (run_/"config.yaml").is_file():
+        raise FileNotFoundError(f"{run_}: not a trained run (needs config.yaml and a final checkpoint); train one with `medlord train`")
+    if n < 1: raise ValueError(f"--n must be >= 1, got {n}")
+    masks, images = [Path(m) for m in masks], [Path(i) for i in images or []]
+    if images and len(images) != len(masks): raise ValueError(f"got {len(images)} --image for {len(masks)} masks; give one CT per mask, in order, or none")
+    if pipeline is None:
+        pipeline = (load_yaml(run_/"params.yaml").get("pipeline") if (run_/"params.yaml").is_file() else None) or "patch"
+    S = get_system(pipeline)
+    ckpt = run_/S.checkpoint
+    if not ckpt.is_file():
+        raise FileNotFoundError(f"{run_}: not a trained {pipeline!r} run ({S.checkpoint} missing); train it with `medlord train --pipeline "
+                                f"{pipeline}` (or finish it with --resume)")
+    old, over = load_yaml(run_/"config.yaml"), dict(overrides or {})
+    _check_changes(old, {**old, **over}, S.sample_keys, "at sampling time (they are part of the trained model)")
+    cfg = S.config.from_dict({**old, **over})
+    outd = Path(out) if out else run_/"samples"
+    names = [_stem(m) for m in masks]
+    if len(set(names)) != len(names): raise ValueError(f"two masks share a name ({names}); output files would collide, rename them")
+    jobs = [dict(file=f"{names[j]}_{k:03d}.nii.gz", mask=str(masks[j]), image=str(images[j]) if images else None, seed=seed + k)
+            for j in range(len(masks)) for k in range(n)]
+    info = dist_info()
+    for i, jb in enumerate(jobs): jb["index"], jb["rank"] = i, i % info.world_size
+    mine = [jb for jb in jobs if jb["rank"] == info.rank]
+    what = {"run": str(run_), "out": str(outd), "processes": info.world_size, "config": cfg.to_dict(), "jobs": jobs}
+    if dry_run: return what
+    missing = [str(p) for p in masks + images if not p.exists()]
+    if missing: raise FileNotFoundError(f"{missing[0]}: no such file" + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""))
+    exist = [jb["file"] for jb in jobs if (outd/jb["file"]).exists()]
+    if exist and not force: raise FileExistsError(f"{outd/exist[0]} exists ({len(exist)} of {len(jobs)} samples); pass --force to overwrite, or --out another folder")
+    def on_grid(mf, name):
+        "The mask (and CT) on the model's training grid, and how to put a sample back on the mask's grid."
+        sp = tuple(float(v) for v in np.linalg.norm(mf.affine[:3, :3], axis=0))
+        if cfg.spacing is None or native_grid or np.allclose(sp, cfg.spacing, rtol=0.05): return mf.labels, mf.image, None, None
+        v = resample_volume(CTVolume(mf.image if mf.image is not None else np.zeros(mf.labels.shape, np.float32), mf.labels, sp, mf.affine),
+                            cfg.spacing)
+        note = (f"{name}: resampled from {' x '.join(f'{x:.3g}' for x in sp)} mm to the model's training grid "
+                f"{' x '.join(f'{x:g}' for x in cfg.spacing)} mm and the sample back (native_grid / --native-grid to skip)")
+        back = lambda hu: resample_volume(CTVolume(np.asarray(hu, np.float32), None, cfg.spacing, v.affine), sp, mf.labels.shape).image
+        return v.labels, (v.image if mf.image is not None else None), back, note
+    for m in dict.fromkeys((jb["mask"], jb["image"]) for jb in mine):   # fail fast: read and check every mask before the first sample
+        mf = read_mask(*m); lab, img, _, _ = on_grid(mf, m[0]); S.classes(cfg, lab, img, m[0])
+    if info.world_size > 1 and str(cfg.device) in ("auto", "cuda") and torch.cuda.is_available(): cfg = cfg.replace(device=f"cuda:{info.local_rank}")
+    model = S.load(cfg, run_) if S.load is not None else load_weights(S.build_model(cfg), ckpt, ema=True)
+    sj, head = outd/"samples.json", {"run": str(run_), "checkpoint": str(ckpt), "overrides": over}
+    _record_samples(sj, head, [{**jb, "status": "pending"} for jb in mine])
+    for jb in mine:
+        try:
+            mf = read_mask(jb["mask"], jb["image"])
+            lab, img, back, note = on_grid(mf, jb["mask"])
+            if note: log(note)
+            hu = S.generate(model, cfg, S.classes(cfg, lab, img, jb["mask"]), seed=jb["seed"], progress=progress)
+            save_volume(outd/jb["file"], np.asarray(hu if back is None else back(hu), np.float32), mf.affine)
+        except BaseException as e:
+            try: _record_samples(sj, head, [{**jb, "status": "failed", "error": error_line(e)}])
+            except Exception: pass                       # (a full disk): the entry stays 'pending', never 'written'
+            raise
+        _record_samples(sj, head, [{**jb, "status": "written"}]); jb["status"] = "written"
+        log(f"wrote {outd/jb['file']} (mask {jb['mask']}, seed {jb['seed']})")
+    return what

@@ -75,6 +75,7 @@ class Sampler:
         if not isinstance(schedule, NoiseSchedule):
             raise TypeError(f"schedule must be a NoiseSchedule, got {type(schedule).__name__}; build one with NoiseSchedule(...)")
         self.schedule, self.clip_sample, self.clip_range = schedule, bool(clip_sample), tuple(float(c) for c in clip_range)
+        self._ab = [float(a) for a in schedule.alphas_cumprod.tolist()]    # alpha_bar as Python floats: no tensor op per step
         self.set_timesteps(num_inference_steps, timestep_spacing)
 
     def set_timesteps(self, num_inference_steps:int|None=None, timestep_spacing:TimestepSpacing|None=None):
@@ -102,7 +103,7 @@ class Sampler:
 
     def alpha_bar(self, t:int) -> float:
         "alpha_bar at training timestep `t` as a float64 Python float; 1.0 for t = -1 (the clean image)."
-        return 1.0 if t < 0 else float(self.schedule.alphas_cumprod[t])
+        return 1.0 if t < 0 else self._ab[t]
 
     def predict(self, model_output:torch.Tensor, t:int, x_t:torch.Tensor) -> X0Eps:
         "The model output as (x0, eps), with x0 clipped when `clip_sample` (eps is left as predicted, as in MONAI)."

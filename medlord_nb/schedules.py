@@ -105,7 +105,7 @@ class NoiseSchedule:
             raise TypeError(f"t must hold integer training timesteps (torch.long), got dtype {t.dtype}; "
                             f"training timesteps are the integers 0..{self.num_train_timesteps - 1}")
         t = t.detach().to("cpu", torch.long)
-        if t.numel() and (t.min() < 0 or t.max() >= self.num_train_timesteps):
+        if t.numel() and (int(t.min()) < 0 or int(t.max()) >= self.num_train_timesteps):   # ints: fake tensors (memory estimates) give placeholders
             raise ValueError(f"timestep(s) out of range: got min {t.min().item()}, max {t.max().item()}; this schedule has "
                              f"num_train_timesteps={self.num_train_timesteps}, so t must lie in 0..{self.num_train_timesteps - 1}")
         return t

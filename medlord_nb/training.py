@@ -4,7 +4,7 @@
 
 # %% ../nbs/08_training.ipynb #94f7f1b4
 from __future__ import annotations
-import math, os, time, hashlib, dataclasses
+import contextlib, math, os, time, hashlib, dataclasses
 from pathlib import Path
 from typing import Callable, Literal, NamedTuple
 import torch
@@ -15,6 +15,7 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm.auto import tqdm
 from .core import get_device, autocast, atomic_torch_save, save_json, Config, ConfigError
 from .schedules import NoiseSchedule
+from .memtrack import on_host
 
 # %% auto #0
 __all__ = ['LossType', 'ShardMode', 'Batch', 'diffusion_loss', 'TrainConfig', 'lr_lambda', 'DistInfo', 'dist_info',
@@ -65,6 +66,7 @@ class TrainConfig(Config):
     grad_clip: float|None = 1.0 # max gradient norm (None: no clipping)
     ema_decay: float|None = 0.999 # EMA decay (None: no EMA)
     ema_device: str|None = None # where the EMA copy lives: None = with the model, 'cpu' = host memory (one weight copy less on the GPU)
+    foreach: bool|None = None # AdamW and gradient clipping with torch's multi-tensor kernels; None: torch decides (on for CUDA)
     amp: bool = True # bf16 autocast on CUDA (no effect on CPU)
     ckpt_every: int = 0 # write last.pt every N steps (0: only at the end)
     log_every: int = 10 # record the loss every N steps
@@ -166,19 +168,23 @@ class Trainer:
         dev = get_device(device)
         if self.distributed and dev.type == "cuda" and dev.index is None: dev = torch.device("cuda", info.local_rank)
         self.device = dev
-        self.model, self.schedule, self.batch_fn = model.to(self.device), schedule, batch_fn
+        if any(t.device != self.device for t in list(model.parameters()) + list(model.buffers())): model = model.to(self.device)
+        self.model, self.schedule, self.batch_fn = model, schedule, batch_fn
         self.ddp = None
         if self.distributed:                     # wraps first: DDP copies rank 0's weights to every rank
             from torch.nn.parallel import DistributedDataParallel
             self.ddp = DistributedDataParallel(self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
-        self.opt = torch.optim.AdamW(self.model.parameters(), lr=self.cfg.lr, weight_decay=self.cfg.weight_decay)
+        self.opt = torch.optim.AdamW(self.model.parameters(), lr=self.cfg.lr, weight_decay=self.cfg.weight_decay, foreach=self.cfg.foreach)
         self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, lr_lambda(self.cfg))
-        self.ema = (AveragedModel(self.model, device=self.cfg.ema_device, multi_avg_fn=get_ema_multi_avg_fn(self.cfg.ema_decay),
-                                  use_buffers=True)
-                    if self.cfg.ema_decay else None)
+        ema_dev = None if self.cfg.ema_device is None or torch.device(self.cfg.ema_device) == self.device else self.cfg.ema_device
+        with self._ema_memory():                 # an EMA in host memory is no device memory (memory trackers skip it)
+            self.ema = (AveragedModel(self.model, device=ema_dev, multi_avg_fn=get_ema_multi_avg_fn(self.cfg.ema_decay),
+                                      use_buffers=True)
+                        if self.cfg.ema_decay else None)
         seed = self.cfg.seed if shard == "split" else derive_seed(self.cfg.seed, self.rank)
         self.gen = torch.Generator().manual_seed(seed)
         self.step, self.history, self.progress = 0, [], progress
+        self.loss_window = [0.0, 0]              # sum and count of the losses since the last logged entry (checkpointed)
         self.ckpt_dir = Path(ckpt_dir) if ckpt_dir is not None else None
         last = self.ckpt_dir/"last.pt" if self.ckpt_dir else None
         if self.ckpt_dir is not None and self.ckpt_dir.is_dir() and self.is_main:
@@ -188,6 +194,17 @@ class Trainer:
                 raise FileExistsError(f"{last} exists; pass resume=True to continue that run, or use a new ckpt_dir")
             self.load(last)
 
+    def _ema_memory(self):
+        return on_host() if self.cfg.ema_device is not None else contextlib.nullcontext()
+
+    def allocate_state(self):
+        "Create AdamW's moment buffers now, as its first step would: memory is at its steady state from step 0 (an out-of-memory error comes before the first batch, and memory estimates see every later step)."
+        for g in self.opt.param_groups:
+            for p in g["params"]:
+                if p.requires_grad and not self.opt.state[p]:
+                    self.opt.state[p] = {"step": torch.tensor(0.0), "exp_avg": torch.zeros_like(p, memory_format=torch.preserve_format),
+                                         "exp_avg_sq": torch.zeros_like(p, memory_format=torch.preserve_format)}
+
     @property
     def is_main(self) -> bool:
         "True on the process that writes files (rank 0)."
@@ -196,7 +213,7 @@ class Trainer:
     def state_dict(self) -> dict:
         return {"model": self.model.state_dict(), "ema": self.ema.state_dict() if self.ema else None,
                 "opt": self.opt.state_dict(), "sched": self.sched.state_dict(), "step": self.step,
-                "history": self.history, "gen": self.gen.get_state(), "torch_rng": torch.get_rng_state(),
+                "history": self.history, "loss_window": list(self.loss_window), "gen": self.gen.get_state(), "torch_rng": torch.get_rng_state(),
                 "cfg": self.cfg.to_dict(), "schedule": self.schedule.to_dict(),
                 "world_size": self.world_size, "shard": self.shard}
 
@@ -225,7 +242,7 @@ class Trainer:
         if not isinstance(sd, dict) or "model" not in sd: raise ValueError(f"{path}: not a training checkpoint of Trainer.save; delete it to start over")
         if sd.get("cfg") and sd["cfg"] != self.cfg.to_dict():
             diff = {k: (sd["cfg"].get(k), v) for k, v in self.cfg.to_dict().items() if sd["cfg"].get(k) != v}
-            if set(diff) - {"steps", "ckpt_every", "log_every", "ema_device"}:
+            if set(diff) - {"steps", "ckpt_every", "log_every", "ema_device", "foreach"}:
                 raise ValueError(f"{path} was written with different training settings {diff} (checkpoint, now); "
                                  f"resume with the same config or start a new run")
         ws, sh = sd.get("world_size", 1), sd.get("shard", "split")
@@ -240,6 +257,7 @@ class Trainer:
         if self.ema is not None and sd["ema"] is not None: self.ema.load_state_dict(sd["ema"])
         self.opt.load_state_dict(sd["opt"]); self.sched.load_state_dict(sd["sched"])
         self.step, self.history = sd["step"], list(sd["history"])
+        self.loss_window = list(sd.get("loss_window", [0.0, 0]))
         self.gen.set_state(sd["gen_ranks"][self.rank] if "gen_ranks" in sd else sd["gen"]); torch.set_rng_state(sd["torch_rng"])
 
     def train_step(self) -> float:
@@ -260,9 +278,10 @@ class Trainer:
             raise FloatingPointError(f"loss is {value.item()} at step {self.step}; lower lr (now {self.sched.get_last_lr()[0]:.3g}) or check the data for NaN")
         self.opt.zero_grad(set_to_none=True)
         loss.backward()                          # DDP averages the gradients over the processes here
-        if self.cfg.grad_clip: torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip)
+        if self.cfg.grad_clip: torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip, foreach=self.cfg.foreach)
         self.opt.step(); self.sched.step()
-        if self.ema is not None: self.ema.update_parameters(self.model)
+        if self.ema is not None:
+            with self._ema_memory(): self.ema.update_parameters(self.model)
         self.step += 1
         return value.item()
 
@@ -271,11 +290,12 @@ class Trainer:
         "Train until `steps` (or cfg.steps) total steps; returns the loss history [(step, loss, lr), ...]."
         end = min(steps or self.cfg.steps, self.cfg.steps)
         bar = tqdm(total=end, initial=self.step, disable=not (self.progress and self.is_main), desc="train", leave=False)
-        acc, n = 0.0, 0
+        win = self.loss_window
         while self.step < end:
-            acc += self.train_step(); n += 1; bar.update(1)
-            if self.step % self.cfg.log_every == 0 or self.step == end:
-                self.history.append((self.step, acc / n, self.sched.get_last_lr()[0])); bar.set_postfix(loss=f"{acc/n:.4f}"); acc, n = 0.0, 0
+            win[0] += self.train_step(); win[1] += 1; bar.update(1)
+            if self.step % self.cfg.log_every == 0 or self.step == self.cfg.steps:   # a pause (fit(steps=...)) logs nothing: the window is checkpointed
+                self.history.append((self.step, win[0] / win[1], self.sched.get_last_lr()[0])); bar.set_postfix(loss=f"{win[0]/win[1]:.4f}")
+                win[0], win[1] = 0.0, 0
             if self.ckpt_dir and self.cfg.ckpt_every and self.step % self.cfg.ckpt_every == 0: self.save()
         bar.close()
         if self.ckpt_dir: self.save()

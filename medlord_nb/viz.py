@@ -146,44 +146,63 @@ def save_figure(fig, # a matplotlib figure
     return atomic_write(path, buf.getvalue())
 
 # %% ../nbs/02_viz.ipynb #0bf0584c
+def _slice_png(image, labels, plane, index, spacing, window) -> bytes:
+    "One slice drawn by `show_slice` as PNG bytes, on a figure pyplot never sees (so no backend displays it twice)."
+    from matplotlib.figure import Figure
+    fig = Figure(figsize=(4.5, 4.5))
+    n = image.shape[_AXIS[plane]]
+    show_slice(image, labels, plane, index, spacing, window, ax=fig.subplots(), title=f"{plane} {index}/{n-1}")
+    buf = io.BytesIO(); fig.savefig(buf, format="png", dpi=80, bbox_inches="tight")
+    return buf.getvalue()
+
 def slice_browser(image:np.ndarray, # (X, Y, Z) HU volume
                   labels:np.ndarray|None=None, # optional label map
                   spacing:Sequence[float]|None=None, # voxel spacing (mm)
                   window:str="lung", # initial display window
                  ):
-    "An ipywidgets browser over the three planes of a volume; returns the widget box."
-    import ipywidgets as W
+    "An ipywidgets browser over the three planes of a volume (CSS class `medlord-slice-browser`); returns the widget box."
+    import base64, ipywidgets as W
     plane = W.ToggleButtons(options=["axial", "coronal", "sagittal"], value="axial", description="plane")
     idx = W.IntSlider(value=image.shape[2] // 2, min=0, max=image.shape[2] - 1, description="slice", continuous_update=False)
     win = W.Dropdown(options=list(WINDOWS), value=window, description="window")
     ov = W.Checkbox(value=labels is not None, description="mask", disabled=labels is None)
-    out = W.Output()
+    img = W.Image(format="png")
     def draw(*_):
+        img.value = _slice_png(image, labels if ov.value else None, plane.value, idx.value, spacing, win.value)
+    def new_plane(_):                           # the slider's range follows the plane; start in its middle
         n = image.shape[_AXIS[plane.value]]
-        idx.max = n - 1
-        if idx.value > n - 1: idx.value = n // 2
-        with out:
-            out.clear_output(wait=True)
-            fig, ax = plt.subplots(figsize=(5, 5))
-            show_slice(image, labels if ov.value else None, plane.value, idx.value, spacing, win.value, ax=ax,
-                       title=f"{plane.value} {idx.value}/{n-1}")
-            plt.show(fig) if matplotlib.get_backend().lower().startswith(("module://", "nbagg", "widget", "ipympl")) else None
-            plt.close(fig)
-    for w in (plane, idx, win, ov): w.observe(draw, names="value")
-    box = W.VBox([W.HBox([plane, win, ov]), idx, out])
-    box.draw = draw
+        idx.unobserve(draw, names="value")
+        idx.value = min(idx.value, n - 1); idx.max = n - 1; idx.value = n // 2
+        idx.observe(draw, names="value")
+        draw()
+    plane.observe(new_plane, names="value")
+    for w in (idx, win, ov): w.observe(draw, names="value")
+    box = W.VBox([W.HBox([plane, win, ov]), idx, img])
+    box.add_class("medlord-slice-browser"); img.add_class("medlord-slice-image")   # stable hooks for styling and browser tests
+    def bundle(**kw):                           # the widget, plus the current slice as PNG for renderers without widgets
+        data = W.VBox._repr_mimebundle_(box, **kw)
+        data["image/png"] = base64.b64encode(img.value).decode()
+        return data
+    box._repr_mimebundle_, box.draw = bundle, draw
     draw()
     return box
 
 # %% ../nbs/02_viz.ipynb #544cefaa
+def _live_request(ip) -> bool:
+    "True when `ip` is a kernel's shell whose current request came from a live front end, not from a batch executor."
+    if ip is None or type(ip).__name__ != "ZMQInteractiveShell": return False     # plain Python, nbdev_test's shell
+    msg = getattr(ip, "parent_header", None) or {}
+    content = msg.get("content") if isinstance(msg, dict) else None
+    if isinstance(content, dict) and "allow_stdin" in content:
+        return bool(content["allow_stdin"])      # JupyterLab, Notebook, VS Code: True; papermill, nbclient, nbconvert: False
+    return "papermill" not in str(msg).lower()
+
 def has_frontend() -> bool:
     "True when running in a Jupyter kernel that a live front end (not papermill, nbdev_test or CI) drives."
     if any(os.environ.get(k) for k in ("MEDLORD_NB_HEADLESS", "IN_TEST", "CI", "PAPERMILL_EXECUTION")): return False
-    try:
-        from IPython import get_ipython
-        ip = get_ipython()
-        return ip is not None and type(ip).__name__ == "ZMQInteractiveShell" and "papermill" not in str(getattr(ip, "parent_header", "")).lower()
+    try: from IPython import get_ipython
     except ImportError: return False
+    return _live_request(get_ipython())
 
 def view3d(image:np.ndarray, # (X, Y, Z) HU volume
            labels:np.ndarray|None=None, # optional label map

@@ -171,14 +171,14 @@ def test_error_line():
 
 def test_sample_json_never_lists_an_unwritten_file(trained, capsys, monkeypatch):
     "A run that fails half-way: the finished sample is 'written', the failed one 'failed', the rest 'pending'."
-    from medlord_nb import cli
-    P = cli.get_pipeline("patch")
+    from medlord_nb import runner
+    P = runner.get_system("patch")
     calls = [0]
     def flaky(*a, **k):
         calls[0] += 1
         if calls[0] == 2: raise ValueError("the sampler diverged (test)")
         return P.generate(*a, **k)
-    monkeypatch.setattr(cli, "get_pipeline", lambda name: P._replace(generate=flaky))
+    monkeypatch.setattr(runner, "get_system", lambda name: P._replace(generate=flaky))
     out = trained/"s3"
     rc, _, err = call(capsys, "sample", trained/"runs"/"t", trained/"case1.nii.gz", "--image", trained/"case1_ct.nii.gz",
                       "--n", 3, "--out", out, "--quiet")

@@ -317,6 +317,6 @@ def test_api_atomic_write_full_disk(tmp_path, monkeypatch):
     assert e.value.errno == errno.ENOSPC and p.read_bytes() == before and not _tmp_files(tmp_path)
 
 def test_api_read_mask_grid(w):
-    from medlord_nb.cli import read_mask
+    from medlord_nb.data import read_mask
     with pytest.raises(ValueError, match="not on the grid") as e: read_mask(w.mask, nii(w.d/"ct_x.nii.gz", w.ct[:-1], w.affine, np.float32))
     assert "\n" not in str(e.value)
