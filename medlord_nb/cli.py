@@ -91,7 +91,7 @@ def _as_paths(x) -> list[str]|None:
     if x is None: return None
     return [str(x)] if isinstance(x, (str, Path)) else [str(p) for p in x]
 
-_EVAL_FLAGS = {"extractor": "--medicalnet WEIGHTS (MedicalNet 3D ResNet)", "segmenter": "--segmenter CHECKPOINT (self-trained encoder)",
+_EVAL_FLAGS = {"extractor": "--medicalnet WEIGHTS (MedicalNet 3D ResNet)", "segmenter": "--segmenter CHECKPOINT (default: the shipped segmenter; none: off)",
                "masks": "--masks", "reference_masks": "--reference_masks", "training": "--training", "held_out": "--held_out",
                "crop": "--crop X Y Z"}
 
@@ -107,7 +107,7 @@ def evaluate(reference:Paths=None, # real volumes: files and/or folders (NIfTI /
              held_out:Paths=None, # real volumes never trained on, the memorisation baseline (default: the references not in --training)
              medicalnet:str=None, # MedicalNet weights file for 3D FID (never downloaded)
              medicalnet_depth:int=50, # ResNet depth of those weights (10, 18, 34, 50, ...)
-             segmenter:str=None, # segmenter checkpoint (from segmentation.train_segmenter): adherence and self-trained FID
+             segmenter:str=None, # segmenter checkpoint for adherence, regional volumes and tile FID (default: the segmenter shipped in the package; `none`: no segmenter)
              crop:tuple[int, int, int]=None, # centre crop/pad every volume to X Y Z for FID, diversity and memorisation
              out:str="metrics.json", # where to write the metrics (atomically)
              force:bool=False, # overwrite an existing --out file
@@ -133,11 +133,17 @@ def evaluate(reference:Paths=None, # real volumes: files and/or folders (NIfTI /
     for w in caught:                                     # ours: one line each; anyone else's: as Python shows them
         if str(w.filename).startswith(here): print(f"medlord evaluate: warning: {' '.join(str(w.message).split())}", file=sys.stderr)
         else: warnings.showwarning(w.message, w.category, w.filename, w.lineno)
-    fid = res.get("fid", {}).get("value")
+    fid, ft = res.get("fid", {}).get("value"), res.get("fid_tiles", {})
     pa = res.get("paired_agreement", {}).get("per_label", {})
-    mem = res.get("memorisation")
-    print(f"wrote {out}: FID {f'{fid:.4g}' if fid is not None else 'skipped'}; paired Dice "
-          + (", ".join(f"{k} {v['dice_mean']:.3f}" for k, v in pa.items()) or "skipped")
+    mem, ps = res.get("memorisation"), res.get("paired_similarity")
+    tex = res.get("fidelity", {}).get("per_label", {}).get("soft tissue", {}).get("texture_ratio")
+    rv = res.get("mask_adherence", {}).get("per_label", {}).get("lung", {}).get("relative_volume_pooled")
+    f3 = lambda v: f"{v:.3g}" if v is not None else "skipped"
+    print(f"wrote {out} (segmenter: {res.get('inputs', {}).get('segmenter', '?')})")
+    print(f"  FID {f3(fid)}; tile FID {f3(ft.get('value'))}" + (f" ({ft['n_tiles']['samples']} vs {ft['n_tiles']['reference']} tiles)" if ft else "")
+          + f"; soft-tissue texture ratio {f3(tex)}; lung volume (segmented sample / mask) {f3(rv)}")
+    print("  paired Dice " + (", ".join(f"{k} {v['dice_mean']:.3f}" for k, v in pa.items()) or "skipped")
+          + (f"; SSIM {ps['ssim_mean']:.3f}, PSNR {f3(ps['psnr_db_mean'])} dB" if ps else "")
           + (f"; memorisation {mem['n_flagged']} of {mem['n_samples']} flagged (held-out: {mem['protocol_details']['held_out_source']})" if mem else ""))
     for k, why in res.get("skipped", {}).items(): print(f"  skipped {k}: {why}")
 

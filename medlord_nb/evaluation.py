@@ -35,10 +35,10 @@ __all__ = ['ADHERENCE_THRESHOLDS', 'Plane', 'SOFT_TISSUE', 'COMPOSITION_HU', 'Me
 def dice(a:np.ndarray, # boolean mask
          b:np.ndarray, # boolean mask, same shape
         ) -> float:
-    "Dice overlap of two boolean masks (MONAI's compute_dice); 1.0 when both are empty."
+    "Dice overlap of two boolean masks (MONAI's compute_dice); 1.0 when both are empty, 0.0 when only one is."
     if a.shape != b.shape: raise ValueError(f"mask shapes differ: {a.shape} vs {b.shape}")
     a, b = np.asarray(a, bool), np.asarray(b, bool)
-    if not a.any() and not b.any(): return 1.0
+    if not a.any() or not b.any(): return float(not a.any() and not b.any())   # MONAI gives NaN for an empty ground truth
     ta = torch.from_numpy(a)[None, None].float(); tb = torch.from_numpy(b)[None, None].float()
     return float(compute_dice(ta, tb, include_background=True).item())
 

@@ -149,10 +149,10 @@ def save_figure(fig, # a matplotlib figure
 def _slice_png(image, labels, plane, index, spacing, window) -> bytes:
     "One slice drawn by `show_slice` as PNG bytes, on a figure pyplot never sees (so no backend displays it twice)."
     from matplotlib.figure import Figure
-    fig = Figure(figsize=(4.5, 4.5))
+    fig = Figure(figsize=(5.5, 5.5))
     n = image.shape[_AXIS[plane]]
     show_slice(image, labels, plane, index, spacing, window, ax=fig.subplots(), title=f"{plane} {index}/{n-1}")
-    buf = io.BytesIO(); fig.savefig(buf, format="png", dpi=80, bbox_inches="tight")
+    buf = io.BytesIO(); fig.savefig(buf, format="png", dpi=100, bbox_inches="tight")
     return buf.getvalue()
 
 def slice_browser(image:np.ndarray, # (X, Y, Z) HU volume
@@ -162,11 +162,14 @@ def slice_browser(image:np.ndarray, # (X, Y, Z) HU volume
                  ):
     "An ipywidgets browser over the three planes of a volume (CSS class `medlord-slice-browser`); returns the widget box."
     import base64, ipywidgets as W
-    plane = W.ToggleButtons(options=["axial", "coronal", "sagittal"], value="axial", description="plane")
-    idx = W.IntSlider(value=image.shape[2] // 2, min=0, max=image.shape[2] - 1, description="slice", continuous_update=False)
-    win = W.Dropdown(options=list(WINDOWS), value=window, description="window")
-    ov = W.Checkbox(value=labels is not None, description="mask", disabled=labels is None)
-    img = W.Image(format="png")
+    narrow = {"description_width": "50px"}
+    plane = W.ToggleButtons(options=["axial", "coronal", "sagittal"], value="axial", description="plane",
+                            style={**narrow, "button_width": "72px"})
+    idx = W.IntSlider(value=image.shape[2] // 2, min=0, max=image.shape[2] - 1, description="slice", continuous_update=False,
+                      style=narrow, layout=W.Layout(width="450px"))
+    win = W.Dropdown(options=list(WINDOWS), value=window, description="window", style=narrow, layout=W.Layout(width="170px"))
+    ov = W.Checkbox(value=labels is not None, description="mask", disabled=labels is None, indent=False, layout=W.Layout(width="80px"))
+    img = W.Image(format="png", layout=W.Layout(align_self="flex-start"))    # its own size, not stretched to the cell
     def draw(*_):
         img.value = _slice_png(image, labels if ov.value else None, plane.value, idx.value, spacing, win.value)
     def new_plane(_):                           # the slider's range follows the plane; start in its middle
