@@ -14,15 +14,16 @@ from scipy import ndimage
 from .core import load_json, atomic_write
 
 # %% auto #0
-__all__ = ['LABELS', 'Reader', 'AIR_HU', 'BODY_HU', 'VESSEL_HU', 'BODY_LABEL', 'check_volume', 'CTVolume', 'sample_manifest',
-           'list_samples', 'load_sample', 'label_stats', 'describe_samples', 'reorient', 'load_volume',
-           'load_image_and_mask', 'save_volume', 'resample_volume', 'hu_to_unit', 'unit_to_hu', 'remap_labels',
-           'one_hot', 'global_coords', 'make_phantom', 'slicewise_fill', 'body_mask', 'outside_air',
-           'derive_lung_vessels', 'class_map', 'MaskFile', 'read_mask', 'Patch', 'PatchBatch', 'PatchSampler']
+__all__ = ['LABELS', 'Reader', 'AIR_HU', 'BODY_HU', 'VESSEL_HU', 'BONE_HU', 'BODY_LABEL', 'BONE_LABEL', 'check_volume',
+           'CTVolume', 'sample_manifest', 'list_samples', 'load_sample', 'label_stats', 'describe_samples', 'reorient',
+           'load_volume', 'load_image_and_mask', 'save_volume', 'resample_volume', 'hu_to_unit', 'unit_to_hu',
+           'remap_labels', 'one_hot', 'global_coords', 'make_phantom', 'slicewise_fill', 'body_mask', 'outside_air',
+           'derive_lung_vessels', 'derive_bone', 'class_map', 'MaskFile', 'read_mask', 'Patch', 'PatchBatch',
+           'PatchSampler']
 
 # %% ../nbs/01_data.ipynb #cd132858
 LABELS: dict[int, str] = {0: "background", 1: "lung", 2: "vessels", 3: "nodule", 4: "heart", 5: "aorta",
-                          6: "pulmonary_artery"}
+                          6: "pulmonary_artery", 7: "bone"}
 
 # %% ../nbs/01_data.ipynb #b2a07724
 def check_volume(image:np.ndarray|torch.Tensor, # image array
@@ -442,7 +443,7 @@ def make_phantom(shape:tuple[int,int,int]=(48, 48, 32), # volume size (X, Y, Z)
     return CTVolume(img, labels, tuple(spacing), affine, names, "phantom", {"seed": seed, "synthetic": True})
 
 # %% ../nbs/01_data.ipynb #83fbc0c0
-AIR_HU, BODY_HU, VESSEL_HU = -400.0, -500.0, -500.0
+AIR_HU, BODY_HU, VESSEL_HU, BONE_HU = -400.0, -500.0, -500.0, 250.0
 
 def _inplane(n=3):
     s = np.zeros((3, 3, 3), bool); s[:, :, 1] = ndimage.generate_binary_structure(2, 1 if n == 1 else 2); return s
@@ -502,14 +503,33 @@ def derive_lung_vessels(hu:np.ndarray, # HU volume (X, Y, Z)
                 components_dropped_ml=[round(float(s), 1) for s in sizes[order[len(keep):len(keep) + 3]]])
     return lung, vessels, info
 
+def derive_bone(hu:np.ndarray, # HU volume (X, Y, Z)
+                spacing:Sequence[float], # voxel spacing (mm)
+                free:np.ndarray|None=None, # where bone may be (e.g. voxels without another label); default: the body
+                min_ml:float=0.5, # smallest bone component kept (mL)
+               ) -> np.ndarray: # boolean bone mask
+    "Bone from HU: voxels >= BONE_HU inside the body, closed and filled slice by slice (marrow inside cortex), small specks dropped."
+    hu = np.asarray(hu)
+    body = body_mask(hu)
+    where = body if free is None else (body & np.asarray(free, bool))
+    b = (hu >= BONE_HU) & where
+    b = ndimage.binary_closing(np.pad(b, 2), structure=_inplane(), iterations=1)[2:-2, 2:-2, 2:-2]
+    b = slicewise_fill(b) & where
+    lab, n = ndimage.label(b)
+    if n == 0: return b
+    ml = ndimage.sum_labels(np.ones_like(lab), lab, index=np.arange(1, n + 1)) * float(np.prod(spacing)) / 1000.0
+    return np.isin(lab, np.nonzero(ml >= min_ml)[0] + 1)
+
 # %% ../nbs/01_data.ipynb #9b7e547f
 BODY_LABEL = 255 # mask value of the body outline (tissue inside the body that has no other label)
+BONE_LABEL = 7 # label value of bone (derived from HU when a model conditions on it and the mask draws none)
 
 def class_map(labels:np.ndarray, # integer label map (X, Y, Z) in the label convention (255 = body outline)
               classes:Sequence[int], # label values that become classes 1..n, in this order
               body:bool=True, # add class n+1 for the rest of the body
-              image:np.ndarray|None=None, # HU on the same grid: the body comes from it (`body_mask`)
+              image:np.ndarray|None=None, # HU on the same grid: the body (and bone, when a class) comes from it
               name:str="mask", # how errors name the mask
+              spacing:Sequence[float]=(1.5, 1.5, 5.0), # voxel size (mm): only for dropping tiny derived bone specks
              ) -> np.ndarray: # uint8 (X, Y, Z): 0 background, 1..n `classes`, n+1 body
     "A label map as a model's class map: background, the conditioning labels, the rest of the body."
     lab = np.asarray(labels).astype(np.int64)
@@ -519,6 +539,11 @@ def class_map(labels:np.ndarray, # integer label map (X, Y, Z) in the label conv
     if not (cls > 0).any():
         raise ValueError(f"{name}: the mask holds none of the conditioning labels {list(classes)} (present: "
                          f"{sorted(int(v) for v in np.unique(lab))}); an empty mask cannot condition a sample")
+    if BONE_LABEL in classes and not (lab == BONE_LABEL).any():         # bone: drawn, or derived from HU where no label is
+        if image is None:
+            raise ValueError(f"{name}: this model conditions on bone (label {BONE_LABEL}) and the mask has none; draw it as "
+                             f"label {BONE_LABEL}, or pass the CT (e.g. --image) to derive it from HU")
+        cls[derive_bone(image, spacing, free=(lab == 0) | (lab == BODY_LABEL))] = list(classes).index(BONE_LABEL) + 1
     if body:
         inside = (lab == BODY_LABEL) | ((lab > 0) & (cls == 0))
         if image is not None: inside |= body_mask(image)

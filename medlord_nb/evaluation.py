@@ -120,7 +120,7 @@ def report_labels(vol:CTVolume, # the real volume whose mask conditioned the sam
                  ) -> tuple[np.ndarray, dict[int, str]]: # (label map in label values, label names)
     "The conditioning labels of `vol` as the model saw them (`data.class_map`), in label values, with their names."
     if vol.labels is None: raise ValueError(f"volume {vol.name!r} has no label map to report against")
-    cls = class_map(vol.labels, labels, body_class, image=vol.image if body_class else None, name=vol.name or "mask")
+    cls = class_map(vol.labels, labels, body_class, image=vol.image, name=vol.name or "mask", spacing=vol.spacing)
     values = np.array([0, *labels] + ([BODY_LABEL] if body_class else []), np.uint8)
     names = {0: "outside body" if body_class else "background", **{int(k): vol.label_names.get(int(k), LABELS.get(int(k), str(k))) for k in labels}}
     if body_class: names[BODY_LABEL] = "body (derived)"

@@ -231,7 +231,7 @@ def prepare(vol:CTVolume, # a volume with labels (HU image)
            ) -> Prepared:
     "The model's view of a volume: unit image and soft one-hot classes on the (pooled) working grid."
     if vol.labels is None: raise ValueError(f"volume {vol.name!r} has no label map; the latent systems condition on masks")
-    x, cls = hu_to_unit(vol.image).astype(np.float32), class_map(vol.labels, labels, body, image=vol.image, name=vol.name or "volume")
+    x, cls = hu_to_unit(vol.image).astype(np.float32), class_map(vol.labels, labels, body, image=vol.image, name=vol.name or "volume", spacing=vol.spacing)
     k = len(labels) + 1 + int(body)
     oh = torch.nn.functional.one_hot(torch.from_numpy(cls.astype(np.int64)), k).movedim(-1, 0).float()
     img = _pool(torch.from_numpy(x)[None], downsample)[0]
@@ -654,7 +654,7 @@ def mask_classes(cfg:LatentDiffusionConfig, # the trained model's settings
                  name:str="mask", # how errors name the mask
                 ) -> Prepared: # the condition `generate` takes
     "A mask file's labels as this model's condition; one-line errors for empty masks, missing body outlines and too-small volumes."
-    cls = class_map(labels, cfg.labels, cfg.body_class, image=image, name=name)
+    cls = class_map(labels, cfg.labels, cfg.body_class, image=image, name=name, spacing=cfg.spacing or (1.5, 1.5, 5.0))
     need = [d * cfg.downsample_factor * 2 ** len(cfg.channels) for d in cfg.image_downsample]   # deepest U-Net level >= 2 voxels
     if any(s < n for s, n in zip(cls.shape, need)):
         raise ValueError(f"{name}: mask shape {cls.shape} is too small for this model (image_downsample x VQ-GAN factor x U-Net "

@@ -102,7 +102,7 @@ def prepare(vol:CTVolume, # a volume with labels (HU image)
            ) -> tuple[np.ndarray, np.ndarray]: # (image in [-1, 1] float32, class map uint8)
     "The model's view of a volume: unit-range image and class map."
     if vol.labels is None: raise ValueError(f"volume {vol.name!r} has no label map; the patch DDPM needs masks to condition on")
-    cls = class_map(vol.labels, labels, body, image=vol.image, name=vol.name or "volume")
+    cls = class_map(vol.labels, labels, body, image=vol.image, name=vol.name or "volume", spacing=vol.spacing)
     return hu_to_unit(vol.image).astype(np.float32), cls
 
 def mask_classes(cfg:PatchDDPMConfig, # the trained model's settings (labels, body class, U-Net depth)
@@ -111,7 +111,7 @@ def mask_classes(cfg:PatchDDPMConfig, # the trained model's settings (labels, bo
                  name:str="mask", # how errors name the mask
                 ) -> np.ndarray: # the class map `generate` takes
     "A mask file's labels as this model's class map; one-line errors for empty masks, missing body outlines and too-small volumes."
-    cls = class_map(labels, cfg.labels, cfg.body_class, image=image, name=name)
+    cls = class_map(labels, cfg.labels, cfg.body_class, image=image, name=name, spacing=cfg.spacing or (1.5, 1.5, 5.0))
     f = 2 ** (len(cfg.channels) - 1)
     if any(s < f for s in cls.shape):
         raise ValueError(f"{name}: mask shape {cls.shape} is smaller than the UNet's downsampling factor {f} on some axis")
