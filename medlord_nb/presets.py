@@ -27,6 +27,8 @@ class DemoConfig(Config):
     nodule_prob: float = 0.5 # chance a patch is centred on the nodule/tumour label
     train_steps: int = 400 # optimiser steps of the patch DDPM (about 2 minutes on 2 CPU cores)
     sampler_steps: int = 10 # DPM-Solver++(2M) steps for the full-volume sample
+    pretrained: str|None = "patch_lung" # a model of the zoo, sampled on the held-out lung2's mask after the lesson (None: skip)
+    pretrained_steps: int = 20 # its sampler steps
     seed: int = 0 # seed for everything
     device: str = "auto" # 'auto', 'cpu', 'cuda', ...
     out_dir: str|None = None # run directory (set by the runner; a new runs/demo-<time> when None)
@@ -35,7 +37,8 @@ class DemoConfig(Config):
         if any(p < 1 for p in self.patch_size): raise ConfigError(f"patch_size must be positive, got {self.patch_size}")
         if not 0 <= self.nodule_prob <= 1: raise ConfigError(f"nodule_prob must be in [0, 1], got {self.nodule_prob}")
         if self.n_patches < 1: raise ConfigError(f"n_patches must be >= 1, got {self.n_patches}")
-        if self.train_steps < 1 or self.sampler_steps < 1: raise ConfigError("train_steps and sampler_steps must be >= 1")
+        if self.train_steps < 1 or self.sampler_steps < 1 or self.pretrained_steps < 1:
+            raise ConfigError("train_steps, sampler_steps and pretrained_steps must be >= 1")
 
 # %% ../nbs/19_presets.ipynb #259f3a31
 PIPELINES: dict[str, type] = {"patch": PatchDDPMConfig, "medlord": MedLoRDConfig, "med_lsdm": MedLSDMConfig}

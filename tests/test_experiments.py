@@ -9,7 +9,7 @@ from medlord_nb.runner import run_experiment
 from medlord_nb.core import load_json
 
 ROOT = Path(__file__).resolve().parents[1]
-DEMO_SMOKE = {"train_steps": 3, "sampler_steps": 2, "device": "cpu"}
+DEMO_SMOKE = {"train_steps": 3, "sampler_steps": 2, "pretrained_steps": 2, "device": "cpu"}
 
 @pytest.fixture(scope="module")
 def demo_run(tmp_path_factory):
@@ -40,6 +40,18 @@ def test_demo_metrics(demo_run):
     assert m["adherence_checks_asserted"] is False
     c = m["adherence_checks"]["lung_dice_threshold"]
     assert c["value"] == a["sample"]["lung_dice_threshold"] and c["threshold"] == 0.8 and c["op"] == ">"
+
+def test_demo_samples_the_pretrained_model(demo_run):
+    "The demo's last lesson: the zoo's patch DDPM on the held-out lung2's mask, measured against the real lung2."
+    import nibabel as nib
+    from medlord_nb.data import load_sample
+    m = load_json(demo_run/"metrics.json")["pretrained"]
+    assert m["model"] == "patch_lung" and m["held_out"] == "lung2" and m["sampler_steps"] == 2
+    assert set(m["texture_ratio"]) == {"lung", "soft tissue"} and all(v > 0 for v in m["texture_ratio"].values())
+    assert 0 <= m["segmenter_lung_dice"] <= 1
+    v, src = nib.load(demo_run/"pretrained_sample.nii.gz"), load_sample("lung2")
+    assert v.shape == src.shape and np.allclose(v.affine, src.affine, atol=1e-5)
+    assert (demo_run/"pretrained_montage_lung.png").exists() and (demo_run/"pretrained_montage_soft-tissue.png").exists()
 
 def test_demo_outputs(demo_run):
     import nibabel as nib
