@@ -163,12 +163,13 @@ def prepare(src:str, # folder of CT volumes (NIfTI / NRRD / MHA files or DICOM s
             out:str, # output folder of the dataset (its manifest is written there)
             derive_masks:bool=False, # derive lung / vessel masks from HU for cases that have none
             force:bool=False, # replace an existing dataset in `out`
+            allow_odd_hu:bool=False, # import volumes whose values are not plausible HU (constant, or far outside -2000..4000) with a warning
             quiet:bool=False, # no progress bar
             dry_run:bool=False, # print the resolved arguments and exit
            ):
     "Check a folder of CT volumes (+ masks) and write a dataset (RAS NIfTI copies + manifest); optionally derive lung/vessel masks."
-    if dry_run: _print_yaml(dict(src=src, out=out, derive_masks=derive_masks, force=force)); return
-    print(summarize(prepare_dataset(src, out, derive_masks=derive_masks, force=force, progress=not quiet)))
+    if dry_run: _print_yaml(dict(src=src, out=out, derive_masks=derive_masks, force=force, allow_odd_hu=allow_odd_hu)); return
+    print(summarize(prepare_dataset(src, out, derive_masks=derive_masks, force=force, allow_odd_hu=allow_odd_hu, progress=not quiet)))
 
 # %% ../nbs/22_cli.ipynb #3e71d456
 def plan(pipeline:Literal["patch", "medlord", "med_lsdm", "latent"]="patch", # which pipeline to plan ('latent': the preset's latent system)

@@ -20,12 +20,12 @@ from .data import (LABELS, VESSEL_HU, CTVolume, load_volume, reorient, save_volu
                              list_samples, load_sample, load_image_and_mask, resample_volume)
 
 # %% auto #0
-__all__ = ['MANIFEST_FORMAT', 'MANIFEST_VERSION', 'Origin', 'MASK_SUFFIXES', 'MASK_DIRS', 'LUNA16_COLUMNS', 'LUNA16_SEG_VALUES',
-           'DatasetWriter', 'Manifest', 'load_manifest', 'ManifestDataset', 'write_dicom_series', 'Case', 'FolderScan',
-           'scan_folder', 'prepare', 'summarize', 'LunaNodule', 'read_luna_annotations', 'check_metaimage',
-           'sphere_mask', 'ImportedCase', 'luna16_case', 'import_luna16', 'import_pylidc', 'lidc_consensus',
-           'place_in_volume', 'lidc_frame_affine', 'lidc_nodule_mask', 'find_lidc_series', 'lidc_case', 'import_lidc',
-           'is_dataset', 'expand_samples', 'load_case']
+__all__ = ['MANIFEST_FORMAT', 'MANIFEST_VERSION', 'Origin', 'MASK_SUFFIXES', 'MASK_DIRS', 'HU_PLAUSIBLE', 'LUNA16_COLUMNS',
+           'LUNA16_SEG_VALUES', 'DatasetWriter', 'Manifest', 'load_manifest', 'ManifestDataset', 'write_dicom_series',
+           'Case', 'FolderScan', 'scan_folder', 'check_hu', 'prepare', 'summarize', 'LunaNodule',
+           'read_luna_annotations', 'check_metaimage', 'sphere_mask', 'ImportedCase', 'luna16_case', 'import_luna16',
+           'import_pylidc', 'lidc_consensus', 'place_in_volume', 'lidc_frame_affine', 'lidc_nodule_mask',
+           'find_lidc_series', 'lidc_case', 'import_lidc', 'is_dataset', 'expand_samples', 'load_case']
 
 # %% ../nbs/12_datasets.ipynb #094fcf8b
 MANIFEST_FORMAT, MANIFEST_VERSION = "medlord-dataset", 1
@@ -345,11 +345,28 @@ def _label_names(src:Path, label_names:dict|None) -> dict[int, str]:
     if 0 not in names: raise ValueError(f"{p}: label 0 (background) is missing; add \"0\": \"background\"")
     return names
 
-def _load_case(c:Case, names:dict[int,str], derive:bool) -> tuple[CTVolume, dict]:
+HU_PLAUSIBLE = (-2000.0, 4000.0) # a CT in HU lies within this range (air -1000, metal up to ~3000; vendors pad with -1024 or -2048)
+
+def check_hu(image:np.ndarray, # the volume's values
+             name:str, # how messages name it
+             allow:bool=False, # warn instead of refusing
+            ) -> None:
+    "Refuse (or, with `allow`, warn about) a volume that is not plausibly a CT in HU: constant, or values far outside [-2000, 4000]."
+    lo, hi = float(np.min(image)), float(np.max(image))
+    why = ("is constant" if lo == hi else
+           None if HU_PLAUSIBLE[0] <= lo and hi <= HU_PLAUSIBLE[1] else f"has values {lo:,.6g} .. {hi:,.6g}, outside the plausible HU range "
+           f"{HU_PLAUSIBLE[0]:g} .. {HU_PLAUSIBLE[1]:g} (scaled? not a CT?)")
+    if why is None: return
+    msg = f"{name}: the volume {why}" + (f" (value {lo:g})" if lo == hi else "")
+    if not allow: raise ValueError(f"{msg}; rescale it to HU, or pass allow_odd_hu=True (--allow-odd-hu) to import it anyway")
+    warnings.warn(f"{msg}; imported anyway (allow_odd_hu)", stacklevel=3)
+
+def _load_case(c:Case, names:dict[int,str], derive:bool, allow_odd_hu:bool=False) -> tuple[CTVolume, dict]:
     try: img = load_volume(c.image)
     except ValueError as e:
         if "pick one with series_id=" not in str(e): raise
         raise ValueError(f"{c.image}: folder holds several DICOM series; move each series into its own folder") from None
+    check_hu(img.image, str(c.image), allow_odd_hu)
     lab, origins = None, {}
     if c.mask is not None:
         m = load_volume(c.mask)
@@ -362,6 +379,7 @@ def _load_case(c:Case, names:dict[int,str], derive:bool) -> tuple[CTVolume, dict
 def prepare(src:str, # folder of scans: NIfTI/NRRD/MHA/MHD files and/or DICOM series folders, masks as in the table above
             out:str, # dataset folder to create (must not exist or be empty, unless force)
             derive_masks:bool=False, # derive lung/vessel labels from HU for cases whose mask has none
+            allow_odd_hu:bool=False, # import volumes whose values are not plausible HU (constant, or far outside -2000..4000) with a warning
             force:bool=False, # replace an existing dataset folder
             label_names:dict[int,str]|None=None, # allowed label values; default SRC/labels.json or data.LABELS
             progress:bool=True, # tqdm bar over cases
@@ -380,7 +398,7 @@ def prepare(src:str, # folder of scans: NIfTI/NRRD/MHA/MHD files and/or DICOM se
                        "medlord_nb.datasets.prepare") as w:
         w.skipped = found.skipped
         for c in tqdm(found.cases, desc="prepare", disable=not progress, leave=False):
-            vol, origins = _load_case(c, names, derive_masks)
+            vol, origins = _load_case(c, names, derive_masks, allow_odd_hu)
             w.add(c.case_id, vol, origins, dict(image=rel(c.image), mask=rel(c.mask), format=c.format))
         return w.finish()
 

@@ -95,3 +95,20 @@ def test_condition_does_not_fit():
     from medlord_nb.patch_ddpm import condition
     with pytest.raises(ValueError, match="num_classes") as e: condition(np.full((4, 4, 4), 5), 4)
     _one_line(e)
+
+@pytest.mark.parametrize("scale, what", [(1000, "outside the plausible HU range"), (0, "the volume is constant")])
+def test_prepare_refuses_implausible_hu(tmp_path, capsys, scale, what):
+    "HU x 1000 (a wrong rescale slope) or a constant volume: `medlord prepare` refuses in one line; --allow-odd-hu imports with a warning."
+    from medlord_nb.cli import main
+    from medlord_nb.data import make_phantom
+    ph = make_phantom((24, 20, 12), seed=0)
+    (tmp_path/"src").mkdir()
+    _nii((ph.image * scale).astype(np.float32) if scale else np.full(ph.shape, -1000, np.float32), tmp_path/"src"/"a.nii.gz", ph.affine)
+    _nii(ph.labels, tmp_path/"src"/"a_mask.nii.gz", ph.affine)
+    assert main(["prepare", str(tmp_path/"src"), str(tmp_path/"out"), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert what in err and "--allow-odd-hu" in err and err.count("\n") == 1, err
+    assert not (tmp_path/"out"/"manifest.json").exists()
+    with pytest.warns(UserWarning, match="imported anyway"):
+        assert main(["prepare", str(tmp_path/"src"), str(tmp_path/"out"), "--quiet", "--allow-odd-hu", "--force"]) == 0
+    assert (tmp_path/"out"/"manifest.json").exists()

@@ -21,7 +21,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM = os.environ.get("MEDLORD_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser") or "/usr/bin/chromium"
-NOTEBOOKS = {"viz": ("nbs/02_viz.ipynb", 300), "demo": ("nbs/experiments/demo.ipynb", 900)}   # name: (path, Run All budget s)
+NOTEBOOKS = {"viz": ("nbs/02_viz.ipynb", 600), "demo": ("nbs/experiments/demo.ipynb", 1800)}   # name: (path, hang guard s)
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-extensions"]
 
@@ -178,6 +178,7 @@ def test_run_all_in_jupyterlab(name, lab, browser):
         n = page.locator(".jp-OutputArea-output .jupyter-widgets.medlord-slice-browser").count()
         assert n >= 1, f"{rel}: no slice browser (.medlord-slice-browser) rendered"
         moved = check_slice_browser(page, rel)
+        page.locator(".medlord-slice-browser").first.screenshot(path=str(log.parent/f"{name}-slice-browser.png"))
         print(f"{rel}: Run All {time.time() - t0:.0f} s, {n} slice browser(s), slider {moved[0]} -> {moved[1]}")
     except Exception:
         page.screenshot(path=str(log.parent/f"{name}-failure.png"), full_page=True)

@@ -204,3 +204,31 @@ def test_report_of_a_run_dir(trained, tmp_path, capsys):
     assert h.startswith("<!DOCTYPE html>") and "data:image/png;base64," in h
     rc, _, err = call(capsys, "report", tmp_path/"nope")
     one_line_error(rc, err, "report"); assert "no such run directory" in err
+
+def test_kill_9_then_resume_gives_the_same_weights_and_log(tmp_path):
+    "`medlord train` killed with SIGKILL at three points, then --resume each time: weights and loss_history equal an uninterrupted run."
+    import signal, time, random, torch
+    from cli_helpers import params as _params
+    args = _params(steps=60, ckpt_every=2)                               # log every 6 steps: loss windows span checkpoints
+    cmd = lambda name, *extra: [sys.executable, "-m", "medlord_nb.cli", "train", "--root", str(tmp_path), "--name", name, "--quiet", *args, *extra]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    assert subprocess.run(cmd("whole"), env=env, cwd=ROOT, capture_output=True).returncode == 0
+    rng, kills = random.Random(0), 0
+    last = tmp_path/"cut"/"checkpoints"/"last.pt"
+    for attempt in range(12):
+        p = subprocess.Popen(cmd("cut", *(["--resume"] if (tmp_path/"cut"/"config.yaml").exists() else [])), env=env, cwd=ROOT,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        if kills < 3:                                                    # wait for a checkpoint newer than the last one, then kill
+            t0 = last.stat().st_mtime_ns if last.exists() else 0
+            while p.poll() is None and not (last.exists() and last.stat().st_mtime_ns > t0): time.sleep(0.05)
+            time.sleep(rng.uniform(0.0, 0.1))                            # a random point between checkpoints (far from the end)
+            if p.poll() is None: p.send_signal(signal.SIGKILL); p.wait(); kills += 1; continue
+        assert p.wait() == 0, p.stderr.read().decode()[-2000:]
+        if (tmp_path/"cut"/"metrics.json").exists(): break
+    assert kills == 3, kills
+    a, b = json.loads((tmp_path/"whole"/"metrics.json").read_text()), json.loads((tmp_path/"cut"/"metrics.json").read_text())
+    assert a["train"]["loss_history"] == b["train"]["loss_history"] and len(a["train"]["loss_history"]) == 10
+    wa = torch.load(tmp_path/"whole"/"checkpoints"/"last.pt", weights_only=True)
+    wb = torch.load(tmp_path/"cut"/"checkpoints"/"last.pt", weights_only=True)
+    for part in ("model", "ema"):
+        for k, v in wa[part].items(): assert torch.equal(v, wb[part][k]), (part, k)

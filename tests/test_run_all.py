@@ -4,25 +4,26 @@ What it does, per notebook (nbs/*.ipynb except `_`-prefixed scratch, and nbs/exp
 - executes EVERY cell with papermill (nbclient underneath) and the venv's own `python3` kernel: nbdev's
   `#| slow`, `#| cuda`, `#| notest` and `#| eval: false` mean nothing here, as they mean nothing to Run All;
 - with no GPU visible (CUDA_VISIBLE_DEVICES=""), MPLBACKEND=Agg, and a per-cell timeout
-  (MEDLORD_RUN_ALL_TIMEOUT seconds, 600 by default);
+  (MEDLORD_RUN_ALL_TIMEOUT seconds, 900 by default: a guard against hangs, not a speed test);
 - in a scratch copy of the working tree (tracked and untracked-but-not-ignored files) whose `nbs/` folder is the
   kernel's cwd, so relative paths behave as in JupyterLab, while nothing a notebook writes (an `nbdev_export()`
   cell, a figure, a run directory) lands in the repository; the copy is first on the kernel's PYTHONPATH, so
   the notebooks import the working copy of the library, as nbdev_test does;
-- experiment notebooks get `out_dir` (their runner parameter) pointing under pytest's tmp folder, and nothing
-  else: they run at their own defaults, which is what `medlord run NAME` does;
+- experiment notebooks get `out_dir` (their runner parameter) pointing under pytest's tmp folder and otherwise run
+  at their own defaults, as `medlord run NAME` does; the demo alone, whose defaults are a 3-minute training run,
+  runs at smoke size here (its defaults run in tests/test_browser.py, see SMOKE);
 - fails with the first error output: the cell index and id, `ename: evalue`, the cell's first lines and the end
   of the traceback. Error outputs and stderr streams that carry a Python traceback both count (a widget
   callback that fails prints its traceback to stderr without stopping the run). The executed notebook's path
   is in the message.
 
-How it relates to tests/test_notebooks.py (nbdev's `test_nb`, skipping the `slow cuda notest` cells):
-Run All executes a superset of the cells nbdev_test executes, with the same kernel-side imports, so running
-both in CI pays for every library notebook twice. Measured on this 2-core CPU machine (see the report of
-issue 12): nbdev_test over the library notebooks ~NBDEV_S s; this test over the same notebooks ~RUNALL_S s.
-We therefore run THIS test in CI (`make test`) and keep nbdev_test semantics for `make slow` (flags forced
-through MEDLORD_NB_FLAGS) and for `make nbdev-test`, which is what the lead runs while editing a notebook:
-tests/test_notebooks.py skips itself unless MEDLORD_NB_FLAGS or MEDLORD_NBDEV_TEST is set.
+How it relates to tests/test_notebooks.py (nbdev's `test_nb`, skipping the `slow cuda notest` cells): Run All
+executes a superset of those cells with the same imports, so CI would pay for every library notebook twice. Measured
+side by side here (issue 12; 2 shared cores at load 6-12, so CPU seconds of pytest plus its kernel are the fairer
+number): over the 17 notebooks 00_core..14_evaluation nbdev_test took 720 CPU-s (1955 s wall), Run All 723 CPU-s
+(1828 s wall). A kernel start costs ~4 CPU-s per notebook; the flagged cells add little once a GPU-only cell checks for
+the GPU itself. So `make test` / CI runs THIS test, and nbdev_test semantics run on request: `make nbdev-test`
+(MEDLORD_NBDEV_TEST=1, the quick check while editing a notebook) and `make slow` (MEDLORD_NB_FLAGS="slow").
 """
 import os, re, shutil, subprocess, sys, time
 from pathlib import Path
@@ -34,7 +35,7 @@ import nbformat
 ROOT = Path(__file__).resolve().parents[1]
 NBS = (sorted(p for p in (ROOT/"nbs").glob("*.ipynb") if not p.name.startswith("_"))
        + sorted(p for p in (ROOT/"nbs"/"experiments").glob("*.ipynb") if not p.name.startswith("_")))
-CELL_TIMEOUT = int(os.environ.get("MEDLORD_RUN_ALL_TIMEOUT", "600"))
+CELL_TIMEOUT = int(os.environ.get("MEDLORD_RUN_ALL_TIMEOUT", "900"))
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 _PM_TAGS = {"papermill-error-cell-tag", "injected-parameters"}    # cells papermill adds to the executed copy
 _SKIP_DIRS = {".git", ".venv", "runs", "__pycache__", ".ipynb_checkpoints", ".pytest_cache", "build", "dist", "_docs", "_proc"}
@@ -99,10 +100,16 @@ def run_all(nb_path:Path, # the notebook to execute (inside the scratch tree)
     err = (first_error(nb) if nb is not None else None) or err
     return nb, err, time.time() - t0
 
+# The one experiment whose defaults are not the CPU smoke size: the demo trains 400 steps (~3 min) by default. Its
+# defaults run in tests/test_browser.py (JupyterLab, the reader's path); here it runs at the smoke size that
+# tests/test_experiments.py also uses. Every other notebook runs at its own defaults.
+SMOKE = {"demo": {"train_steps": 3, "sampler_steps": 2}}
+
 def _params(nb_path:Path, runs:Path) -> dict:
     "Experiment notebooks write their run under `runs` (their `out_dir` parameter); everything else runs as it is."
     names = pm.inspect_notebook(str(nb_path))
-    return {"out_dir": str(runs/nb_path.stem)} if "out_dir" in names else {}
+    if "out_dir" not in names: return {}
+    return {**SMOKE.get(nb_path.stem, {}), "out_dir": str(runs/nb_path.stem)}
 
 @pytest.fixture
 def kernel_env(monkeypatch, tree):
