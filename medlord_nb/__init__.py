@@ -20,6 +20,7 @@ _EXPORTS = {
     "plan": "memory", "PlanError": "memory", "estimate_peak": "memory",
     "prepare": "datasets", "load_manifest": "datasets", "ManifestDataset": "datasets",
     "make_report": "report",
+    "load_pretrained": "zoo", "list_pretrained": "zoo",
 }
 
 def __getattr__(name):

@@ -4,7 +4,7 @@
 
 # %% ../nbs/09_fullres.ipynb #77d3885e
 from __future__ import annotations
-import contextlib
+import contextlib, ctypes, functools, os, platform, sys, threading
 from typing import Callable, Literal, Sequence
 import torch
 import torch.nn as nn
@@ -14,7 +14,8 @@ from .samplers import Sampler, sample_loop
 from .lean import offloading_skips
 
 # %% auto #0
-__all__ = ['one_pass_fn', 'windowed_fn', 'inference_weights', 'sampling_weights_dtype', 'host_skips', 'sample_volume']
+__all__ = ['one_pass_fn', 'windowed_fn', 'reusing_heap', 'inference_weights', 'sampling_weights_dtype', 'host_skips',
+           'sample_volume']
 
 # %% ../nbs/09_fullres.ipynb #a9df46d0
 def _call(model, x, t, cond):
@@ -72,6 +73,41 @@ def windowed_fn(model:nn.Module, # denoiser called as model(x_t, t[, cond])
                                         sw_device=sw_device, device=out_device or x_t.device, with_coord=True, t=t)
     return fn
 
+# %% ../nbs/09_fullres.ipynb #edd654c1
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3        # mallopt parameters (<malloc.h>)
+_GLIBC_MMAP_MAX = 32 * 2**20                          # DEFAULT_MMAP_THRESHOLD_MAX (64-bit): where glibc's dynamic threshold stops
+_KEEP_BYTES = 2**31 - 1                               # mallopt takes a C int: blocks up to 2 GiB from the heap
+_heap_lock, _heap_users = threading.Lock(), [0]       # the thresholds are the process's: set by the first user, restored by the last
+
+@functools.cache
+def _glibc_malloc():
+    "The C library, when it is glibc and its malloc is not tuned by the environment or replaced by a preload; else None."
+    if sys.platform != "linux" or platform.libc_ver()[0] != "glibc": return None
+    if any(k.startswith("MALLOC_") for k in os.environ) or "glibc.malloc" in os.environ.get("GLIBC_TUNABLES", "") \
+       or "malloc" in os.environ.get("LD_PRELOAD", ""): return None
+    libc = ctypes.CDLL(None)
+    return libc if hasattr(libc, "mallopt") and hasattr(libc, "malloc_trim") else None
+
+@contextlib.contextmanager
+def reusing_heap(enabled:bool=True, # False: a context that changes nothing
+                ):
+    "Inside the context, glibc's malloc serves large tensors from its heap and keeps freed ones for the next (no mmap, page zeroing and munmap per tensor); yields whether it is active."
+    libc = _glibc_malloc() if enabled else None
+    if libc is None:
+        yield False
+        return
+    with _heap_lock:
+        if _heap_users[0] == 0:
+            libc.mallopt(_M_MMAP_THRESHOLD, _KEEP_BYTES); libc.mallopt(_M_TRIM_THRESHOLD, _KEEP_BYTES)
+        _heap_users[0] += 1
+    try: yield True
+    finally:
+        with _heap_lock:
+            _heap_users[0] -= 1
+            if _heap_users[0] == 0:                  # glibc's converged defaults, then the kept memory back to the system
+                libc.mallopt(_M_MMAP_THRESHOLD, _GLIBC_MMAP_MAX); libc.mallopt(_M_TRIM_THRESHOLD, 2 * _GLIBC_MMAP_MAX)
+                libc.malloc_trim(0)
+
 # %% ../nbs/09_fullres.ipynb #b276215f
 @contextlib.contextmanager
 def inference_weights(model:nn.Module, # the network to sample with (its parameters and buffers are swapped in place)
@@ -123,6 +159,8 @@ def sample_volume(model:nn.Module, # denoiser called as model(x_t, t[, cond])
                   progress:bool=True, # tqdm bar over steps
                   volume_device:str|torch.device|None=None, # where x_t, the condition and the blended output live (None: `device`; "cpu": only windows on the GPU)
                   weights_dtype:torch.dtype|None=None, # e.g. torch.bfloat16: hold the weights in this dtype while sampling (see `inference_weights`)
+                  reuse_heap:bool=True, # model on the CPU: freed tensors stay in the heap for the next step (`reusing_heap`); ignored elsewhere
+                  callback:Callable|None=None, # called as callback(i, t, step_output) after every step
                  ) -> torch.Tensor:
     "Sample a complete volume conditioned on `cond`, in one pass or with overlapping windows."
     dev = get_device(device)
@@ -131,5 +169,5 @@ def sample_volume(model:nn.Module, # denoiser called as model(x_t, t[, cond])
     c = cond.to(vdev) if cond is not None else None
     fn = one_pass_fn(model, c, amp) if window is None else \
          windowed_fn(model, c, window, overlap, sw_batch_size=sw_batch_size, sw_device=dev, out_device=vdev, amp=amp)
-    with inference_weights(model, weights_dtype):
-        return sample_loop(fn, sampler, shape=tuple(shape), generator=generator, device=vdev, progress=progress)
+    with inference_weights(model, weights_dtype), reusing_heap(reuse_heap and dev.type == "cpu"):
+        return sample_loop(fn, sampler, shape=tuple(shape), generator=generator, device=vdev, progress=progress, callback=callback)
