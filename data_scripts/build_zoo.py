@@ -239,7 +239,7 @@ def main(argv=None) -> int:
             "summary": {"segmenter": "Segments lung, vessels, tumour, heart, aorta, pulmonary artery; its encoder is evaluate's tile-FID extractor.",
                         "patch": "Concat-conditioned patch DDPM; samples a whole volume from a mask.",
                         "medlord": "VQ-GAN 4x + latent U-Net + ControlNet-lite, on a 2x2x1-pooled grid.",
-                        "med_lsdm": "VQ-GAN + SPADE latent U-Net with classifier-free guidance, on crops."}[kind],
+                        "med_lsdm": "VQ-GAN 4x + SPADE latent U-Net with classifier-free guidance, whole latents of a 2x2x1-pooled grid."}[kind],
             "trained_on": facts["trained_on"], "held_out": [HELD_OUT], "command": f"python data_scripts/build_zoo.py {a.name}",
             "commit": commit(), "steps": facts["steps"], "device": device_name(),
             "wall_time": f"{wall / 60:.0f} min" if wall else "-", "licence": "; ".join(LICENCES.get(s, "-") for s in facts["trained_on"]),

@@ -615,7 +615,7 @@ def load_trained(cfg:LatentDiffusionConfig, # the run's config
                 ) -> LatentModel:
     "The trained VQ-GAN, EMA denoiser and the latent scale it was trained with (recorded next to it) of a finished `train_all` run."
     run, ck = Path(run), Path(run)/"checkpoints"
-    need = [ck/"vqgan"/"last.pt", *([ck/"ldm_base"/"last.pt"] if cfg.conditioning == "controlnet" else []), ck/"ldm"/"last.pt"]
+    need = [ck/"vqgan"/"last.pt", ck/"ldm"/"last.pt"]          # the ControlNet's checkpoint holds its frozen base too: ldm_base/ is not needed
     missing = [str(p) for p in need if not p.is_file()]
     if missing: raise FileNotFoundError(f"{missing[0]}: missing; {run} is not a finished {cfg.system} run (train it with train_all)")
     if not (ck/"ldm"/SCALE_FILE).is_file():
@@ -629,7 +629,7 @@ def load_trained(cfg:LatentDiffusionConfig, # the run's config
     rec = load_json(ck/"ldm"/SCALE_FILE)
     if rec.get("vqgan_fingerprint") != vqgan_fingerprint(vq):
         raise ValueError(f"{ck/'ldm'}: the denoiser learned the latents of another VQ-GAN than {need[0]}; retrain the run (rebuild_latents=True)")
-    base = load_weights(build_unet(cfg), need[1]) if cfg.conditioning == "controlnet" else None
+    base = build_unet(cfg) if cfg.conditioning == "controlnet" else None     # its weights come with the ControlNet's checkpoint below
     den = load_weights(build_denoiser(cfg, base), ck/"ldm"/"last.pt", ema=True, device=dev)
     return LatentModel(vq.to(dev).eval(), den, float(rec["scale_factor"]))
 

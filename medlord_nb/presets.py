@@ -28,7 +28,7 @@ class DemoConfig(Config):
     train_steps: int = 400 # optimiser steps of the patch DDPM (about 2 minutes on 2 CPU cores)
     sampler_steps: int = 10 # DPM-Solver++(2M) steps for the full-volume sample
     pretrained: str|None = "patch_lung" # a model of the zoo, sampled on the held-out lung2's mask after the lesson (None: skip)
-    pretrained_steps: int = 20 # its sampler steps
+    pretrained_steps: int = 10 # its sampler steps (DPM-Solver++(2M))
     seed: int = 0 # seed for everything
     device: str = "auto" # 'auto', 'cpu', 'cuda', ...
     out_dir: str|None = None # run directory (set by the runner; a new runs/demo-<time> when None)

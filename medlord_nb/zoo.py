@@ -24,7 +24,7 @@ __all__ = ['KINDS', 'Pretrained', 'list_pretrained', 'pretrained_run', 'load_pre
 KINDS = {"patch": pd.PatchDDPMConfig, "medlord": ld.MedLoRDConfig, "med_lsdm": ld.MedLSDMConfig, "segmenter": None}
 _RUN_FILES = {  # kind -> role -> path inside a run directory (and inside the pretrained model's folder)
     "patch": {"config": "config.yaml", "checkpoint": "checkpoints/last.pt"},
-    "medlord": {"config": "config.yaml", "vqgan": "checkpoints/vqgan/last.pt", "ldm_base": "checkpoints/ldm_base/last.pt",
+    "medlord": {"config": "config.yaml", "vqgan": "checkpoints/vqgan/last.pt",      # no ldm_base: the ControlNet's checkpoint holds its frozen base
                 "ldm": "checkpoints/ldm/last.pt", "scale": f"checkpoints/ldm/{ld.SCALE_FILE}"},
     "med_lsdm": {"config": "config.yaml", "vqgan": "checkpoints/vqgan/last.pt", "ldm": "checkpoints/ldm/last.pt",
                  "scale": f"checkpoints/ldm/{ld.SCALE_FILE}"},
@@ -79,7 +79,7 @@ def _ema_only(src:Path, dst:Path):
     if not isinstance(ck, dict) or "model" not in ck: raise ValueError(f"{src}: not a training checkpoint (no 'model' entry)")
     w = ck["model"]
     if ck.get("ema"): w = {k[len("module."):]: v for k, v in ck["ema"].items() if k.startswith("module.")}
-    atomic_torch_save({"model": {k: v.detach().clone().contiguous() for k, v in w.items()}}, dst)
+    atomic_torch_save({"model": {k: v.detach().clone().contiguous() if torch.is_tensor(v) else v for k, v in w.items()}}, dst)   # a module's extra state stays as it is
 
 def _card(name:str, kind:str, card:dict, entry:dict) -> str:
     "The model card (Markdown) from the facts a recipe gives."
@@ -111,10 +111,9 @@ def pack_pretrained(run:str|Path, # a finished run directory (or, for a segmente
         if root is None: raise FileNotFoundError("not inside a medlord-nb clone; pass dest= (the pretrained/ folder to write)")
         dest = root/"pretrained"
     dest, run = Path(dest), Path(run)
-    out = dest/name
-    if out.exists():
-        if not force: raise FileExistsError(f"{out} exists; pass force=True (--force) to replace the pretrained model {name!r}")
-        shutil.rmtree(out)
+    final, out = dest/name, dest/f".{name}.partial"       # written aside, then moved into place: a failure leaves the zoo as it was
+    if final.exists() and not force: raise FileExistsError(f"{final} exists; pass force=True (--force) to replace the pretrained model {name!r}")
+    if out.exists(): shutil.rmtree(out)
     out.mkdir(parents=True)
     files, spacing, cfg = {}, None, None
     if kind == "segmenter":
@@ -144,6 +143,8 @@ def pack_pretrained(run:str|Path, # a finished run directory (or, for a segmente
              "files": {role: {"path": f"{name}/{rel}", "sha256": file_sha256(out/rel), "bytes": (out/rel).stat().st_size}
                        for role, rel in files.items()}}
     atomic_write(out/"README.md", _card(name, kind, card, entry))
+    if final.exists(): shutil.rmtree(final)
+    out.rename(final)
     man_p = dest/PRETRAINED_MANIFEST
     man = load_json(man_p) if man_p.is_file() else {"version": 1, "models": {}}
     man["models"][name] = entry

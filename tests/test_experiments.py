@@ -65,6 +65,21 @@ def test_demo_outputs(demo_run):
     x = np.asarray(img.dataobj)
     assert np.isfinite(x).all() and x.min() >= -1000 and x.max() <= 1000
 
+def test_demo_run_is_a_trained_run(demo_run, tmp_path, capsys):
+    "Issue 12: after `make demo`, `medlord sample runs/demo MASK` and `medlord report runs/demo` treat it like any trained run."
+    import nibabel as nib
+    from medlord_nb.cli import main
+    from medlord_nb.data import load_sample
+    s = load_sample("lung1")
+    aff = s.affine.copy()
+    nib.save(nib.Nifti1Image(np.asarray(s.labels)[40:88, 40:88, 16:32].astype(np.uint8), aff), str(tmp_path/"mask.nii.gz"))
+    assert main(["sample", str(demo_run), str(tmp_path/"mask.nii.gz"), "--out", str(tmp_path/"gen"), "--param", "num_inference_steps=1",
+                 "--param", "device=cpu", "--quiet"]) == 0
+    out = sorted((tmp_path/"gen").glob("*.nii.gz"))
+    assert len(out) == 1 and nib.load(out[0]).shape == (48, 48, 16) and np.allclose(nib.load(out[0]).affine, aff)
+    assert main(["report", str(demo_run), "--out", str(tmp_path/"report.md")]) == 0
+    assert "lung" in (tmp_path/"report.md").read_text(encoding="utf-8")
+
 def test_run_dir_never_overwritten(demo_run, capsys):
     with pytest.raises(FileExistsError, match="already exists"):
         run_experiment(ROOT/"nbs/experiments/demo.ipynb", name=demo_run.name, root=demo_run.parent, progress=False)

@@ -50,12 +50,12 @@ def test_a_changed_byte_is_refused(tmp_path, monkeypatch):
 
 @pytest.fixture(scope="module")
 def lung2_crop(tmp_path_factory):
-    "A 64 x 64 x 16 crop of the held-out lung2 through its tumour, mask with the body drawn (255), and its CT."
+    "A 64 x 64 x 32 crop (the latent models' smallest) of the held-out lung2 through its tumour, mask with the body drawn (255), and its CT."
     d = tmp_path_factory.mktemp("crop")
     s = load_sample("lung2")
     c = [int(round(i.mean())) for i in np.nonzero(s.labels == 3)]
-    st = [min(max(ci - n // 2, 0), N - n) for ci, n, N in zip(c, (64, 64, 16), s.shape)]
-    sl = tuple(slice(a, a + n) for a, n in zip(st, (64, 64, 16)))
+    st = [min(max(ci - n // 2, 0), N - n) for ci, n, N in zip(c, (64, 64, 32), s.shape)]
+    sl = tuple(slice(a, a + n) for a, n in zip(st, (64, 64, 32)))
     aff = s.affine.copy(); aff[:3, 3] = s.affine[:3, :3] @ np.array(st, float) + s.affine[:3, 3]
     lab = s.labels[sl].copy(); lab[(lab == 0) & body_mask(s.image)[sl]] = BODY_LABEL
     save_volume(d/"mask.nii.gz", lab, aff); save_volume(d/"ct.nii.gz", s.image[sl], aff)
@@ -87,6 +87,9 @@ def test_medlord_sample_pretrained_cli(lung2_crop, tmp_path, monkeypatch, capsys
     d, img, lab, aff = lung2_crop
     monkeypatch.chdir(tmp_path)
     rc = main(["sample", "--pretrained", "patch_lung", str(d/"mask.nii.gz"), "--param", "num_inference_steps=2", "--quiet"])
+    err = capsys.readouterr().err                     # the model conditions on bone: without a CT or a label 7 it says what to do
+    assert rc == 2 and "bone (label 7)" in err and "--image" in err and len(err.strip().splitlines()) == 1, err
+    rc = main(["sample", "--pretrained", "patch_lung", str(d/"mask.nii.gz"), "--image", str(d/"ct.nii.gz"), "--param", "num_inference_steps=2", "--quiet"])
     assert rc == 0, capsys.readouterr().err
     v = load_volume(tmp_path/"samples"/"patch_lung"/"mask_000.nii.gz")
     assert v.shape == lab.shape and np.allclose(v.affine, aff, atol=1e-5)
