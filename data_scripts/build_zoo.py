@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Train, evaluate and pack a model of the zoo (medlord_nb/pretrained/) from its recipe in configs/zoo/.
 
-    python data_scripts/build_zoo.py NAME [--resume] [--force] [--steps N] [--eval-only] [--no-pack]
+    python data_scripts/build_zoo.py NAME [--resume] [--force] [--steps N] [--eval-only | --pack-only] [--no-pack]
 
 NAME is a recipe: segmenter, patch_lung, medlord_small, med_lsdm_small, or baseline (the demo's model
 trained 400 steps: the FID yardstick of the quality bar; evaluated, never packed). The recipe trains
@@ -50,7 +50,7 @@ def device_name() -> str:
     import torch
     if torch.cuda.is_available(): return torch.cuda.get_device_name(0)
     import os
-    return f"CPU ({platform.machine()}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads)"
+    return f"CPU ({platform.machine()}, {os.cpu_count()} cores)"
 
 def sample_files(name: str) -> tuple[Path, Path]:
     from medlord_nb.data import sample_manifest, _samples_dir
@@ -79,12 +79,15 @@ def train(name: str, a) -> tuple[Path, dict]:
     from medlord_nb.runner import train_run
     over = {"steps": a.steps} if a.steps else None
     resume = a.resume or ((run/"config.yaml").is_file() and not a.force)
-    if not a.eval_only:
+    if not (a.eval_only or a.pack_only):
         train_run(config=str(ROOT/cfg_file), name=run.name, root=run.parent, overrides=over, pipeline=kind, resume=resume,
                   force=a.force, progress=True)
     m = load_json(run/"metrics.json")["train"]
     cfg = load_yaml(run/"config.yaml")
-    return run, {"trained_on": list(cfg["train_samples"]), "steps": m["steps"], "wall_s": m["seconds"], "resumed": m.get("resumed")}
+    st = m.get("stages") or {}
+    names = {"vqgan": "VQ-GAN", "ldm_base": "base U-Net", "ldm": "ControlNet" if "ldm_base" in st else "latent U-Net"}
+    steps = ", ".join(f"{names[k]} {st[k]['steps']}" for k in ("vqgan", "ldm_base", "ldm") if isinstance(st.get(k), dict)) or m["steps"]
+    return run, {"trained_on": list(cfg["train_samples"]), "steps": steps, "wall_s": m["seconds"], "resumed": m.get("resumed")}
 
 def evaluate(name: str, run: Path, seg_path: Path|None) -> dict:
     "Sample lung2's mask (generators), evaluate against the real lung2 as `medlord evaluate` does, write quality.json + montages."
@@ -190,6 +193,7 @@ def main(argv=None) -> int:
     ap.add_argument("--steps", type=int, help="override the recipe's steps (the card records what ran)")
     ap.add_argument("--eval-only", action="store_true", help="do not train: evaluate and pack the finished run")
     ap.add_argument("--no-pack", action="store_true", help="evaluate only; do not write pretrained/")
+    ap.add_argument("--pack-only", action="store_true", help="do not train or evaluate: pack the finished run with its quality.json")
     ap.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice; 1 is faster on a busy machine)")
     a = ap.parse_args(argv)
     if a.threads:
@@ -202,8 +206,8 @@ def main(argv=None) -> int:
     run, facts = train(a.name, a)
     seg_path = run/"segmenter.pt" if kind == "segmenter" else ROOT/"runs"/"zoo-segmenter"/"segmenter.pt"
     if not seg_path.is_file(): log(f"no {seg_path}: segmenter metrics and tile FID are skipped (build the segmenter first)"); seg_path = None
-    log(f"{a.name}: evaluating on {HELD_OUT}")
-    q = evaluate(a.name, run, seg_path)
+    if a.pack_only and (run/"quality.json").is_file(): log(f"{a.name}: packing with {run/'quality.json'}"); q = load_json(run/"quality.json")
+    else: log(f"{a.name}: evaluating on {HELD_OUT}"); q = evaluate(a.name, run, seg_path)
     base = ROOT/"runs"/"zoo-baseline"/"quality.json"
     base_fid = (load_json(base).get("fid_tiles") or {}).get("value") if base.is_file() and a.name != "baseline" else None
     if kind == "segmenter":
@@ -231,6 +235,11 @@ def main(argv=None) -> int:
                          "misses lung2's 45 mm tumour. Heart, aorta and pulmonary artery come from one contrast CT (cta), so on a "
                          "non-contrast scan they are guesses; `medlord evaluate` uses this model for lung regional volumes, lung Dice "
                          "and, through its encoder, tile FID."),
+                **({"Limitations": (f"On lung2 it meets {sum(1 for k, (g, ok, _) in BAR.items() if nums.get(k) is not None and ok(nums[k]))} "
+                        f"of the {len(BAR)} bars above (tile FID aside), on one sample. Look at `montage.png` (the real lung2 above this sample, in a lung and "
+                        "a soft-tissue window) before trusting any number: two training scans and an hour or two of CPU teach the "
+                        "mask's layout and the lung's texture long before the mediastinum's anatomy. Trained on a GPU at the sizes of "
+                        "`configs/` it would see far more patches; that run has not been made.")} if kind != "segmenter" else {}),
                 "Licence of the data": "; ".join(f"{s}: {LICENCES.get(s, 'see the dataset')}" for s in facts["trained_on"])}
     wall = facts.get("wall_s")
     card = {"title": {"segmenter": "lung / vessel / tumour / heart / great-vessel segmenter (MONAI UNet) and FID feature extractor",
@@ -242,7 +251,7 @@ def main(argv=None) -> int:
                         "med_lsdm": "VQ-GAN 4x + SPADE latent U-Net with classifier-free guidance, whole latents of a 2x2x1-pooled grid."}[kind],
             "trained_on": facts["trained_on"], "held_out": [HELD_OUT], "command": f"python data_scripts/build_zoo.py {a.name}",
             "commit": commit(), "steps": facts["steps"], "device": device_name(),
-            "wall_time": f"{wall / 60:.0f} min" if wall else "-", "licence": "; ".join(LICENCES.get(s, "-") for s in facts["trained_on"]),
+            "wall_time": (f"{wall / 60:.0f} min" + (" (the last session of a resumed run; earlier sessions not counted)" if facts.get("resumed") else "")) if wall else "-", "licence": "; ".join(LICENCES.get(s, "-") for s in facts["trained_on"]),
             "sections": sections}
     extra = {"montage": run/"montage.png"} if (run/"montage.png").is_file() else None
     src = run/"segmenter.pt" if kind == "segmenter" else run
