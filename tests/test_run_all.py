@@ -103,7 +103,7 @@ def run_all(nb_path:Path, # the notebook to execute (inside the scratch tree)
 # The one experiment whose defaults are not the CPU smoke size: the demo trains 400 steps (~3 min) by default. Its
 # defaults run in tests/test_browser.py (JupyterLab, the reader's path); here it runs at the smoke size that
 # tests/test_experiments.py also uses. Every other notebook runs at its own defaults.
-SMOKE = {"demo": {"train_steps": 3, "sampler_steps": 2}}
+SMOKE = {"demo": {"train_steps": 3, "sampler_steps": 2, "pretrained_steps": 2}}
 
 def _params(nb_path:Path, runs:Path) -> dict:
     "Experiment notebooks write their run under `runs` (their `out_dir` parameter); everything else runs as it is."
