@@ -73,7 +73,8 @@ def test_demo_run_is_a_trained_run(demo_run, tmp_path, capsys):
     s = load_sample("lung1")
     aff = s.affine.copy()
     nib.save(nib.Nifti1Image(np.asarray(s.labels)[40:88, 40:88, 16:32].astype(np.uint8), aff), str(tmp_path/"mask.nii.gz"))
-    assert main(["sample", str(demo_run), str(tmp_path/"mask.nii.gz"), "--out", str(tmp_path/"gen"), "--param", "num_inference_steps=1",
+    nib.save(nib.Nifti1Image(np.asarray(s.image)[40:88, 40:88, 16:32].astype(np.int16), aff), str(tmp_path/"ct.nii.gz"))   # the body from HU
+    assert main(["sample", str(demo_run), str(tmp_path/"mask.nii.gz"), "--image", str(tmp_path/"ct.nii.gz"), "--out", str(tmp_path/"gen"), "--param", "num_inference_steps=1",
                  "--param", "device=cpu", "--quiet"]) == 0
     out = sorted((tmp_path/"gen").glob("*.nii.gz"))
     assert len(out) == 1 and nib.load(out[0]).shape == (48, 48, 16) and np.allclose(nib.load(out[0]).affine, aff)
