@@ -296,8 +296,8 @@ def sample_run(run:str|Path|None, # trained run directory (holds config.yaml and
     if dry_run: return what
     missing = [str(p) for p in masks + images if not p.exists()]
     if missing: raise FileNotFoundError(f"{missing[0]}: no such file" + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""))
-    exist = [jb["file"] for jb in jobs if (outd/jb["file"]).exists()]
-    if exist and not force: raise FileExistsError(f"{outd/exist[0]} exists ({len(exist)} of {len(jobs)} samples); pass --force to overwrite, or --out another folder")
+    exist = [jb["file"] for jb in mine if (outd/jb["file"]).exists()]   # this rank's own files: another rank may already have written its share
+    if exist and not force: raise FileExistsError(f"{outd/exist[0]} exists ({len(exist)} of {len(mine)} samples); pass --force to overwrite, or --out another folder")
     def on_grid(mf, name):
         "The mask (and CT) on the model's training grid, and how to put a sample back on the mask's grid."
         sp = tuple(float(v) for v in np.linalg.norm(mf.affine[:3, :3], axis=0))

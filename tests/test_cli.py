@@ -23,9 +23,9 @@ def trained(tmp_path_factory):
     return d
 
 def test_help_lists_every_subcommand():
-    r = subprocess.run([str(Path(sys.executable).parent/"medlord"), "--help"], capture_output=True, text=True)
+    r = subprocess.run([str(Path(sys.executable).parent/"medlord"), "--help"], capture_output=True, encoding="utf-8", errors="replace")
     if r.returncode != 0 or not r.stdout:            # console script not installed: same entry point through -m
-        r = subprocess.run([sys.executable, "-m", "medlord_nb.cli", "--help"], capture_output=True, text=True, cwd=ROOT)
+        r = subprocess.run([sys.executable, "-m", "medlord_nb.cli", "--help"], capture_output=True, encoding="utf-8", errors="replace", cwd=ROOT)
     assert r.returncode == 0, r.stderr
     for c in ("samples", "prepare", "plan", "train", "sample", "evaluate", "run", "demo"): assert c in r.stdout, c
 
@@ -37,7 +37,7 @@ def test_subcommand_help_from_docments(cmd, capsys):
     if cmd not in ("samples", "pretrained"): assert "--dry_run" in out and "--debug" in out   # listings have nothing to dry-run
 
 def test_python_dash_m_version():
-    r = subprocess.run([sys.executable, "-m", "medlord_nb.cli", "--version"], capture_output=True, text=True, cwd=ROOT)
+    r = subprocess.run([sys.executable, "-m", "medlord_nb.cli", "--version"], capture_output=True, encoding="utf-8", errors="replace", cwd=ROOT)
     assert r.returncode == 0 and r.stdout.startswith("medlord-nb "), r
 
 def test_train_dry_run_prints_resolved_config(tmp_path, capsys):

@@ -162,5 +162,5 @@ def test_readme_quotes_the_recorded_demo():
 
 def test_cli_help():
     exe = Path(sys.executable).parent/"medlord"          # the installed console script
-    out = subprocess.run([str(exe), "--help"], capture_output=True, text=True, check=True).stdout
+    out = subprocess.run([str(exe), "--help"], capture_output=True, encoding="utf-8", errors="replace", check=True).stdout
     for c in ("demo", "run", "samples"): assert c in out, out

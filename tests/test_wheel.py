@@ -32,7 +32,7 @@ def wheel(tmp_path_factory):
     d = tmp_path_factory.mktemp("wheel")
     flags = ["--no-build-isolation"] if _have_setuptools() else []     # the venv's setuptools: seconds, offline
     r = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", *flags, "-q", "-w", str(d), str(ROOT)],
-                       capture_output=True, text=True)
+                       capture_output=True, encoding="utf-8", errors="replace")
     assert r.returncode == 0, _tail(r.stderr + r.stdout)
     return next(d.glob("medlord*.whl"))
 
@@ -68,7 +68,7 @@ def test_sdist_carries_what_the_wheel_copies(tmp_path):
     "A wheel built from the sdist (what pip does with an sdist) finds the notebooks and presets: MANIFEST.in includes them."
     if not _have_setuptools(): pytest.skip("setuptools>=64 is not in this venv: cannot build the sdist offline")
     code = f"from setuptools import build_meta as b; print(b.build_sdist({str(tmp_path)!r}))"
-    r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
+    r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, encoding="utf-8", errors="replace")
     assert r.returncode == 0, _tail(r.stderr)
     sd = tmp_path/r.stdout.strip().splitlines()[-1]
     names = {n.split("/", 1)[1] for n in tarfile.open(sd).getnames() if "/" in n}
@@ -85,7 +85,7 @@ def test_clean_install_loads_a_sample(wheel, tmp_path):
             "print('FROM', m.__file__)")
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")}
     env.update(PYTHONPATH=str(target), PYTHONNOUSERSITE="1")
-    out = subprocess.run([sys.executable, "-c", code], cwd=elsewhere, env=env, capture_output=True, text=True, timeout=120)
+    out = subprocess.run([sys.executable, "-c", code], cwd=elsewhere, env=env, capture_output=True, encoding="utf-8", errors="replace", timeout=120)
     assert out.returncode == 0, out.stderr
     first, where = out.stdout.splitlines()[:2]
     assert where.startswith(f"FROM {target}"), where          # the installed copy, not the editable checkout
@@ -120,12 +120,12 @@ def fresh_venv(wheel, tmp_path_factory):
     steps = ([TORCH_PIN], [str(wheel)]) if FRESH == "full" else (["--no-deps", "--no-index", str(wheel)],)
     for args in steps:                            # torch first: the CPU pin, a local file here
         r = subprocess.run([str(py), "-m", "pip", "install", "-q", "--disable-pip-version-check", *args],
-                           capture_output=True, text=True, timeout=1800)
+                           capture_output=True, encoding="utf-8", errors="replace", timeout=1800)
         assert r.returncode == 0, f"pip install {' '.join(args)} failed:\n{_tail(r.stderr)}"
     if FRESH == "pth":
         import sysconfig
         site = Path(subprocess.run([str(py), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-                                   capture_output=True, text=True, check=True).stdout.strip())
+                                   capture_output=True, encoding="utf-8", errors="replace", check=True).stdout.strip())
         (site/"zz_dev_dependencies.pth").write_text(sysconfig.get_paths()["purelib"] + "\n", encoding="utf-8")   # after its own
     print(f"fresh venv ({FRESH}) installed in {time.time() - t0:.0f} s")
     return d
@@ -135,8 +135,8 @@ def _medlord(venv:Path, cwd:Path, *args, timeout=600):
     home = cwd.parent/"home"; home.mkdir(exist_ok=True)
     env = {"PATH": f"{venv/'bin'}:/usr/bin:/bin", "HOME": str(home), "MPLBACKEND": "Agg", "CUDA_VISIBLE_DEVICES": "",
            "PYTHONNOUSERSITE": "1", "LANG": os.environ.get("LANG", "C.UTF-8")}
-    return subprocess.run([*_offline_prefix(), str(venv/"bin"/"medlord"), *args], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=timeout)
+    return subprocess.run([*_offline_prefix(), str(venv/"bin"/"medlord"), *args], cwd=cwd, env=env,   # utf-8 whatever the locale
+                          capture_output=True, encoding="utf-8", errors="replace", timeout=timeout)
 
 def _site_package(venv:Path) -> Path:
     return next((venv/"lib").glob("python3*/site-packages/medlord_nb"))
