@@ -193,6 +193,9 @@ def test_error_output_is_caught(lab, browser):
     try:
         st = run_all(page, base, BROKEN, 120)
         assert st["errors"] and "deliberately broken" in st["errors"][0], st
+        for _ in range(60):                      # the error shows first; JupyterLab then clears the queued cell's "[*]:"
+            if st["status"] == "idle" and "[*]:" not in st["prompts"]: break
+            page.wait_for_timeout(500); st = page.evaluate(_STATE_JS)
         assert st["prompts"][0] == "[1]:" and st["prompts"][2] == "[ ]:", st["prompts"]    # Run All stopped at the error
     finally:
         page.close()
