@@ -10,8 +10,8 @@ What it does, per notebook (nbs/*.ipynb except `_`-prefixed scratch, and nbs/exp
   cell, a figure, a run directory) lands in the repository; the copy is first on the kernel's PYTHONPATH, so
   the notebooks import the working copy of the library, as nbdev_test does;
 - experiment notebooks get `out_dir` (their runner parameter) pointing under pytest's tmp folder and otherwise run
-  at their own defaults, as `medlord run NAME` does; the demo alone, whose defaults are a 3-minute training run,
-  runs at smoke size here (its defaults run in tests/test_browser.py, see SMOKE);
+  at their own defaults, as `medlord run NAME` does; the demo and the utility study, whose defaults are minutes of
+  training, run at smoke size here (the demo's defaults run in tests/test_browser.py, see SMOKE);
 - fails with the first error output: the cell index and id, `ename: evalue`, the cell's first lines and the end
   of the traceback. Error outputs and stderr streams that carry a Python traceback both count (a widget
   callback that fails prints its traceback to stderr without stopping the run). The executed notebook's path
@@ -103,7 +103,11 @@ def run_all(nb_path:Path, # the notebook to execute (inside the scratch tree)
 # The one experiment whose defaults are not the CPU smoke size: the demo trains 400 steps (~3 min) by default. Its
 # defaults run in tests/test_browser.py (JupyterLab, the reader's path); here it runs at the smoke size that
 # tests/test_experiments.py also uses. Every other notebook runs at its own defaults.
-SMOKE = {"demo": {"train_steps": 3, "sampler_steps": 2, "pretrained_steps": 2}}
+SMOKE = {"demo": {"train_steps": 3, "sampler_steps": 2, "pretrained_steps": 2},
+         # the study's default is ~6 minutes on 2 cores; here its whole pipeline at few steps (tests/test_utility_study.py runs it on a prepared dataset)
+         # (its patch-DDPM path runs in tests/test_utility_study.py on a prepared dataset; here MedLoRD alone generates)
+         "utility_study": {"seg_steps": 12, "seg_channels": [4, 8, 16], "seg_patch_size": [64, 64, 48], "generators": ["medlord_small"],
+                           "latent_steps": 2, "n_worst": 1, "n_boot": 200, "n_shapes": 2}}
 
 def _params(nb_path:Path, runs:Path) -> dict:
     "Experiment notebooks write their run under `runs` (their `out_dir` parameter); everything else runs as it is."
