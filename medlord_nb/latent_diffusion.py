@@ -14,14 +14,17 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from torch._subclasses.fake_tensor import FakeTensorMode
-from .core import Config, ConfigError, seed_everything, get_device, save_json, load_json, format_size
+from monai.data import MetaTensor
+from monai.transforms import Flip, Resize, ResizeWithPadOrCrop, Rotate
+from .core import Config, ConfigError, seed_everything, get_device, save_json, load_json, format_size, pretrained_file
 from .data import CTVolume, hu_to_unit, unit_to_hu, PatchSampler, class_map
 from .schedules import NoiseSchedule
 from .samplers import DDPMSampler, DDIMSampler, DPMSolverPP2MSampler
 from .unet import UNet
 from .lean import make_lean
 from .training import Trainer, TrainConfig, Batch, load_weights
-from .vqgan import VQGAN, VQBatch, VQGANTrainConfig, VQGANTrainer, make_discriminator, PerceptualLoss3D
+from .vqgan import VQGAN, VQBatch, VQGANTrainConfig, VQGANTrainer, make_discriminator, PerceptualLoss3D, SlicePerceptualLoss
+from .segmentation import SegModel, SegmenterFeatures
 from .latents import LatentSet, LatentDiffusion, encode_dataset, encode_volume, decode_latent, vqgan_fingerprint
 from .conditioning import ConcatConditioned, ControlNetLite, ControlledUNet, SPADEUNet, ConditionDropout, CFGDenoiser, _pad_end
 from .datasets import is_dataset, expand_samples, load_case   # volume specs shared by every pipeline
@@ -29,16 +32,18 @@ from .memory import (check_budget, PlanError, register_planner, ModelSpec, Spec,
                                estimate_peak, evaluate, first_fit, plan_denoise, search_windows, format_setting)
 
 # %% auto #0
-__all__ = ['ConditioningType', 'SCALE_FILE', 'LatentDiffusionConfig', 'MedLoRDConfig', 'MedLSDMConfig', 'Prepared',
-           'to_source_grid', 'prepare', 'prepare_data', 'crop_volume', 'condition_region', 'ImagePatches',
-           'build_vqgan', 'train_vqgan_stage', 'reconstruction_psnr', 'reconstruction_report', 'encode_stage',
-           'make_condition', 'LatentBatches', 'unet_kwargs', 'build_unet', 'build_denoiser', 'LDMResult',
-           'train_ldm_stage', 'make_sampler', 'generate', 'sample_record', 'LatentModel', 'LatentRun', 'train_all',
-           'load_trained', 'prepare_classes', 'mask_classes', 'sample_latent', 'latent_shape', 'train_phase',
-           'denoise_phase', 'decode_phase', 'plan_latent']
+__all__ = ['ConditioningType', 'PerceptualNetwork', 'FitMode', 'SCALE_FILE', 'LatentDiffusionConfig', 'MedLoRDConfig',
+           'MedLSDMConfig', 'Prepared', 'to_source_grid', 'prepare', 'fit_prepared', 'unfit_prepared', 'prepare_data',
+           'crop_volume', 'condition_region', 'Augment', 'ImagePatches', 'build_perceptual', 'build_vqgan',
+           'train_vqgan_stage', 'reconstruction_psnr', 'reconstruction_report', 'encode_stage', 'make_condition',
+           'LatentBatches', 'unet_kwargs', 'build_unet', 'build_denoiser', 'LDMResult', 'train_ldm_stage',
+           'make_sampler', 'generate', 'sample_record', 'LatentModel', 'LatentRun', 'train_all', 'load_trained',
+           'prepare_classes', 'mask_classes', 'sample_latent', 'latent_shape', 'train_phase', 'denoise_phase',
+           'decode_phase', 'plan_latent']
 
 # %% ../nbs/16_latent_diffusion.ipynb #d644cb9a
 ConditioningType = Literal["controlnet", "spade", "concat"]
+PerceptualNetwork = Literal["segmenter", "medicalnet", "none"]
 
 @dataclasses.dataclass
 class LatentDiffusionConfig(Config):
@@ -51,6 +56,12 @@ class LatentDiffusionConfig(Config):
     body_class: bool = True # add a 'body' class (tissue inside the body, from HU) so air outside stays air
     image_downsample: tuple[int, int, int] = (2, 2, 1) # average-pool the CT by this per axis first ((1, 1, 1): full resolution)
     recon_sample: str|None = "cta" # volume the VQ-GAN's reconstruction PSNR is measured on, held out of train_samples (None: the conditioning region)
+    volume_size: tuple[int, int, int]|None = None # bring every working-grid volume to this shape first (MedLoRD: 512x512x256); None: as they are
+    volume_fit: Literal["crop_pad", "resize"] = "crop_pad" # how: centre crop / pad with air, or trilinear resize (image and soft one-hot)
+    aug_rotate_deg: float = 0.0 # VQ-GAN patches: rotate by up to this many degrees about each axis (MedLoRD: 5)
+    aug_rotate_prob: float = 0.2 # ... with this probability per patch (MedLoRD: 0.2)
+    aug_flip_axis: int = 1 # VQ-GAN patches: flip this spatial axis (0 X, 1 Y, 2 Z; MedLoRD: 1)
+    aug_flip_prob: float = 0.0 # ... with this probability per patch (MedLoRD: 0.5)
     # stage 1: VQ-GAN
     vqgan_channels: tuple[int, ...] = (16, 32) # widths; 2 entries = 4x per axis, 3 = 8x
     vqgan_num_res_blocks: int = 1 # res blocks per level
@@ -64,12 +75,16 @@ class LatentDiffusionConfig(Config):
     vqgan_batch_size: int = 2 # patches per step
     vqgan_nodule_prob: float = 0.25 # chance a patch is centred on the nodule class
     vqgan_steps: int = 60 # VQ-GAN steps
-    vqgan_lr: float = 1e-3 # Adam learning rate of the VQ-GAN and its discriminator (2e-3 collapsed to a constant in smoke runs)
+    vqgan_lr: float = 1e-3 # Adam learning rate of the VQ-GAN (MedLoRD lr_g: 3e-5; 2e-3 collapsed to a constant in smoke runs)
+    vqgan_lr_d: float|None = None # learning rate of its discriminator (None: vqgan_lr; MedLoRD lr_d: 1e-4 at 4x, 2e-5 at 8x)
     spectral_weight: float = 0.7 # FFT-magnitude (Jukebox) loss weight
-    perceptual_weight: float = 0.1 # perceptual loss weight (only with perceptual_weights)
-    perceptual_weights: str|None = None # path of MedicalNet resnet10 weights for the perceptual loss (None: no perceptual term)
+    perceptual_weight: float = 0.1 # perceptual loss weight
+    perceptual_network: PerceptualNetwork = "none" # 'segmenter' (offline: the shipped segmenter's encoder), 'medicalnet' (your weights) or 'none'
+    perceptual_weights: str|None = None # weights file: MedicalNet resnet10 for 'medicalnet' (required); a segmenter checkpoint for 'segmenter' (None: the shipped one)
+    perceptual_fake_3d_ratio: float = 0.5 # a 2D perceptual network: fraction of each plane's slices per step (MONAI's 2.5D default)
     adv_weight: float = 0.008 # adversarial weight
-    adv_warmup_steps: int = 20 # steps before the discriminator starts
+    adv_warmup_steps: int|None = 20 # steps of the linear ramp of the adversarial weight (None: given in epochs)
+    adv_warmup_epochs: float|None = None # or the ramp in epochs, stepping once per epoch as MedLoRD's trainer (epoch: one patch per training volume)
     disc_channels: int = 8 # PatchGAN width (brief: 64)
     disc_layers: int = 2 # PatchGAN strided layers (brief: 3)
     # stage 2: latents
@@ -87,6 +102,7 @@ class LatentDiffusionConfig(Config):
     num_train_timesteps: int = 300 # T
     prediction_type: Literal["epsilon", "sample", "v_prediction"] = "v_prediction" # model target
     loss_type: Literal["mse", "l1", "smooth_l1"] = "smooth_l1" # loss on the target
+    smooth_l1_beta: float = 1.0 # smooth_l1: quadratic below this error (torch's default 1: MSE / 2 for v-sized errors)
     batch_size: int = 1 # latents per step (whole latents of different sizes need 1)
     steps: int = 12 # optimiser steps of the (conditioned) diffusion model
     lr: float = 1e-3 # AdamW peak learning rate (brief: 1e-4)
@@ -136,6 +152,17 @@ class LatentDiffusionConfig(Config):
                               f"without it the unconditional branch was never trained (the flaw of the public Med-LSDM code)")
         if not 0 <= self.vqgan_nodule_prob <= 1: raise ConfigError(f"vqgan_nodule_prob must be in [0, 1], got {self.vqgan_nodule_prob}")
         if self.decode_tile is not None and min(self.decode_tile) < 1: raise ConfigError(f"decode_tile {self.decode_tile} must be positive")
+        if (self.adv_warmup_steps is None) == (self.adv_warmup_epochs is None):
+            raise ConfigError(f"give the adversarial warm-up in steps or in epochs, not {'both' if self.adv_warmup_steps is not None else 'neither'}: "
+                              f"adv_warmup_steps={self.adv_warmup_steps}, adv_warmup_epochs={self.adv_warmup_epochs} (set the other to null)")
+        if self.volume_size is not None and (len(self.volume_size) != 3 or min(self.volume_size) < 1):
+            raise ConfigError(f"volume_size {self.volume_size} must be 3 positive sizes (X, Y, Z) of the working grid, or null")
+        if not (0 <= self.aug_rotate_prob <= 1 and 0 <= self.aug_flip_prob <= 1 and self.aug_flip_axis in (0, 1, 2) and self.aug_rotate_deg >= 0):
+            raise ConfigError(f"augmentation: probabilities in [0, 1], aug_flip_axis in 0, 1, 2 and aug_rotate_deg >= 0; got "
+                              f"{self.aug_rotate_deg}, {self.aug_rotate_prob}, {self.aug_flip_axis}, {self.aug_flip_prob}")
+        if self.perceptual_network == "medicalnet" and self.perceptual_weight > 0 and not self.perceptual_weights:
+            raise ConfigError("perceptual_network 'medicalnet' needs perceptual_weights: the path of MedicalNet resnet10 weights you have "
+                              "(never downloaded); or use perceptual_network 'segmenter' (ships with medlord-nb)")
 
     @property
     def downsample_factor(self) -> int: return 2 ** len(self.vqgan_channels)
@@ -150,17 +177,25 @@ class LatentDiffusionConfig(Config):
     def train_config(self, steps:int|None=None, seed:int|None=None) -> TrainConfig:
         n = self.steps if steps is None else steps
         return TrainConfig(steps=n, lr=self.lr, weight_decay=self.weight_decay, warmup_steps=min(self.warmup_steps, n - 1),
-                           loss_type=self.loss_type, grad_clip=self.grad_clip, ema_decay=self.ema_decay, ema_device=self.ema_device,
+                           loss_type=self.loss_type, smooth_l1_beta=self.smooth_l1_beta, grad_clip=self.grad_clip, ema_decay=self.ema_decay, ema_device=self.ema_device,
                            amp=self.amp, ckpt_every=self.ckpt_every, log_every=max(1, min(10, n // 10)), seed=self.seed if seed is None else seed)
-    def vqgan_train_config(self) -> VQGANTrainConfig:
-        return VQGANTrainConfig(steps=self.vqgan_steps, lr=self.vqgan_lr, spectral_weight=self.spectral_weight,
-                                perceptual_weight=self.perceptual_weight, adv_weight=self.adv_weight, adv_warmup_steps=self.adv_warmup_steps,
-                                grad_clip=1.0, amp=self.amp, ckpt_every=self.ckpt_every, log_every=max(1, min(10, self.vqgan_steps // 10)),
-                                seed=self.seed)
+    def vqgan_steps_per_epoch(self, n_volumes:int) -> int:
+        "Steps of one VQ-GAN epoch: one random patch of every training volume, as MedLoRD's loader draws them."
+        return max(1, math.ceil(n_volumes / self.vqgan_batch_size))
+    def vqgan_train_config(self, n_volumes:int=1) -> VQGANTrainConfig:
+        "The VQ-GAN's optimisation settings; `n_volumes` (training volumes) turns an epoch-given warm-up into steps."
+        if self.adv_warmup_epochs is None: warm, every = self.adv_warmup_steps, 1
+        else: every = self.vqgan_steps_per_epoch(n_volumes); warm = round(self.adv_warmup_epochs * every)
+        return VQGANTrainConfig(steps=self.vqgan_steps, lr=self.vqgan_lr, lr_d=self.vqgan_lr_d, spectral_weight=self.spectral_weight,
+                                perceptual_weight=self.perceptual_weight, adv_weight=self.adv_weight, adv_warmup_steps=warm,
+                                adv_ramp_every=every, grad_clip=1.0, amp=self.amp, ckpt_every=self.ckpt_every,
+                                log_every=max(1, min(10, self.vqgan_steps // 10)), seed=self.seed)
 
 @dataclasses.dataclass
 class MedLoRDConfig(LatentDiffusionConfig):
-    "MedLoRD (System A): whole-latent U-Net (attention at the two deepest levels, cosine, T=300, v, smooth-L1) + ControlNet-lite."
+    "MedLoRD (System A): whole-latent U-Net (attention at the two deepest levels, cosine, T=300, v, L1 as its paper argues) + ControlNet-lite."
+    loss_type: Literal["mse", "l1", "smooth_l1"] = "l1" # MedLoRD's paper: L1 (its code: smooth_l1 with beta 1, i.e. MSE / 2 at v-sized errors)
+    perceptual_network: PerceptualNetwork = "segmenter" # on by default, offline: the shipped segmenter's encoder
     conditioning: ConditioningType = "controlnet" # MedLoRD: ControlNet-lite on the frozen base
     base_steps: int = 12 # steps of the unconditional base model (before the ControlNet)
     controlnet_width_ratio: float = 0.5 # ControlNet width as a fraction of the base U-Net's
@@ -203,6 +238,8 @@ class Prepared(NamedTuple):
     classes: np.ndarray # (X', Y', Z') uint8 argmax of `onehot`
     source_shape: tuple[int, ...] # shape of the source volume
     downsample: tuple[int, ...] # pooling factor per axis
+    fit: str|None = None # 'crop_pad' or 'resize' when `fit_prepared` brought it to a fixed size
+    fit_shape: tuple[int, ...]|None = None # the working-grid shape before that
 
 def _pool(x:torch.Tensor, f:Sequence[int]) -> torch.Tensor:
     "(C, *spatial) -> average pool by `f` after replicate-padding the far ends to multiples of `f` (2D or 3D)."
@@ -238,10 +275,45 @@ def prepare(vol:CTVolume, # a volume with labels (HU image)
     oh = _pool(oh, downsample)
     return Prepared(img.numpy(), oh.numpy(), oh.argmax(0).to(torch.uint8).numpy(), tuple(vol.shape), tuple(int(d) for d in downsample))
 
-def prepare_data(cfg:LatentDiffusionConfig, # settings (train_samples, labels, body_class, image_downsample)
+def _plain(t:torch.Tensor) -> torch.Tensor: return t.as_tensor() if isinstance(t, MetaTensor) else t   # MONAI returns MetaTensors
+
+FitMode = Literal["crop_pad", "resize"]
+
+def fit_prepared(prep:Prepared, # a prepared volume (working grid)
+                 size:Sequence[int]|None, # the working-grid shape to bring it to (None: unchanged)
+                 mode:FitMode="crop_pad", # 'crop_pad': centre crop / pad with air; 'resize': trilinear (image and soft one-hot)
+                ) -> Prepared:
+    "A prepared volume at a fixed size, as MedLoRD encodes its volumes (512x512x256); it records how, for `unfit_prepared`."
+    if size is None or prep.fit is not None: return prep
+    if mode not in ("crop_pad", "resize"): raise ValueError(f"volume_fit={mode!r} is not one of ['crop_pad', 'resize']")
+    size = tuple(int(n) for n in size)
+    img, oh = torch.from_numpy(np.ascontiguousarray(prep.image)).float()[None], torch.from_numpy(np.ascontiguousarray(prep.onehot)).float()
+    if mode == "crop_pad":                                            # MONAI ResizeWithPadOrCrop: symmetric, like Center crop + SpatialPad
+        img = _plain(ResizeWithPadOrCrop(size, value=-1.0)(img))          # air around the scan (MedLoRD pads 0: water)
+        oh = _plain(ResizeWithPadOrCrop(size, value=0.0)(oh)); oh[0] += 1 - oh.sum(0)   # the padding is background
+    else:
+        img, oh = (_plain(Resize(size, mode="trilinear")(v)) for v in (img, oh))
+    return prep._replace(image=img[0].numpy(), onehot=oh.numpy(), classes=oh.argmax(0).to(torch.uint8).numpy(), fit=mode,
+                         fit_shape=tuple(prep.image.shape))
+
+def unfit_prepared(x:np.ndarray|torch.Tensor, # (X, Y, Z) volume on the fitted grid (e.g. a sample)
+                   prep:Prepared, # the fitted condition it was made for
+                  ) -> torch.Tensor: # (X', Y', Z') on the working grid before the fit
+    "Undo `fit_prepared`: cut the padding off and pad the cropped borders with air, or resize back."
+    t = torch.as_tensor(np.asarray(x) if not torch.is_tensor(x) else x).float()
+    if prep.fit is None: return t
+    if prep.fit == "resize": return _plain(Resize(prep.fit_shape, mode="trilinear")(t[None]))[0]
+    sl, pads = [], []
+    for n, m in zip(prep.fit_shape, t.shape):       # MONAI's offsets: a symmetric pad puts (m - n) // 2 first, a centre crop starts at n // 2 - m // 2
+        if m >= n: b = (m - n) // 2; sl.append(slice(b, b + n)); pads.append((0, 0))
+        else: a = n // 2 - m // 2; sl.append(slice(None)); pads.append((a, n - m - a))
+    return F.pad(t[tuple(sl)], [q for pr in reversed(pads) for q in pr], value=-1.0)
+
+def prepare_data(cfg:LatentDiffusionConfig, # settings (train_samples, labels, body_class, image_downsample, volume_size)
                 ) -> dict[str, Prepared]: # name -> prepared volume
-    "Load and prepare every training volume (dataset folders expanded to their cases)."
-    return {s: prepare(load_case(s, cfg.spacing), cfg.labels, cfg.body_class, cfg.image_downsample) for s in expand_samples(cfg.train_samples)}
+    "Load and prepare every training volume (dataset folders expanded to their cases), at `volume_size` when one is set."
+    return {s: fit_prepared(prepare(load_case(s, cfg.spacing), cfg.labels, cfg.body_class, cfg.image_downsample), cfg.volume_size, cfg.volume_fit)
+            for s in expand_samples(cfg.train_samples)}
 
 # %% ../nbs/16_latent_diffusion.ipynb #78d3c14a
 def crop_volume(vol:CTVolume, # source volume
@@ -272,6 +344,29 @@ def condition_region(vol:CTVolume, # the conditioning volume
     return crop_volume(vol, start, size)
 
 # %% ../nbs/16_latent_diffusion.ipynb #02e3e001
+class Augment(NamedTuple):
+    "MedLoRD's augmentation of VQ-GAN patches: a small random rotation about every axis and a flip of one axis."
+    rotate_deg: float = 0.0 # rotate by U(-deg, deg) about each axis ...
+    rotate_prob: float = 0.2 # ... with this probability
+    flip_axis: int = 1 # flip this spatial axis (0 X, 1 Y, 2 Z) ...
+    flip_prob: float = 0.0 # ... with this probability
+
+    @classmethod
+    def medlord(cls): return cls(5.0, 0.2, 1, 0.5)                     # RandRotated(range 0.0873 rad = 5 deg, p 0.2), RandFlipd(axis 1, p 0.5)
+
+    def __call__(self, gen:torch.Generator, # the batch generator (the draws are reproducible and resumable)
+                 vols:Sequence[torch.Tensor], # (C, X, Y, Z) tensors moved together (an image and its one-hot)
+                ) -> list[torch.Tensor]:
+        "The same random rotation / flip of every tensor (MONAI `Rotate`: bilinear, border padding; `Flip`)."
+        out = list(vols)
+        if self.rotate_deg > 0 and float(torch.rand((), generator=gen)) < self.rotate_prob:
+            ang = ((torch.rand(3, generator=gen) * 2 - 1) * math.radians(self.rotate_deg)).tolist()
+            rot = Rotate(ang, keep_size=True, mode="bilinear", padding_mode="border")
+            out = [_plain(rot(v.float())) for v in out]
+        if self.flip_prob > 0 and float(torch.rand((), generator=gen)) < self.flip_prob:
+            out = [_plain(Flip(spatial_axis=self.flip_axis)(v)) for v in out]
+        return out
+
 class ImagePatches:
     "A `batch_fn(generator) -> (B, 1, *patch)` of random patches from several images (optionally centred on a class, with their one-hot)."
     def __init__(self, volumes:Sequence[Prepared], # prepared training volumes
@@ -281,9 +376,10 @@ class ImagePatches:
                  center_prob:float=0.0, # probability of centring on it
                  multiple:int=1, # clip the patch to a multiple of this (the VQ-GAN factor)
                  with_seg:bool=False, # return `vqgan.VQBatch(image, seg)` with the patches' soft one-hot (a SPADE decoder's input)
+                 augment:Augment|None=None, # random rotation / flip of every patch (MedLoRD's recipe: `Augment.medlord()`)
                 ):
         if not volumes: raise ValueError("ImagePatches needs at least one volume")
-        self.volumes, self.batch_size, self.with_seg = list(volumes), batch_size, with_seg
+        self.volumes, self.batch_size, self.with_seg, self.augment = list(volumes), batch_size, with_seg, augment
         lo = [min(v.image.shape[i] for v in self.volumes) for i in range(3)]
         self.patch_size = tuple(max(multiple, min(int(p), n) // multiple * multiple) for p, n in zip(patch_size, lo))
         self.center_class, self.center_prob, self._gen = center_class, center_prob, None
@@ -300,11 +396,30 @@ class ImagePatches:
         imgs, segs = [], []
         for _ in range(self.batch_size):
             i = int(torch.randint(len(self._samplers), (1,), generator=gen))
-            p = self._samplers[i].sample(); imgs.append(p.image)
+            p = self._samplers[i].sample(); pair = [p.image]
             if self.with_seg:
                 sl = tuple(slice(s, s + n) for s, n in zip(p.start, self.patch_size))
-                segs.append(torch.from_numpy(np.ascontiguousarray(self.volumes[i].onehot[(slice(None),) + sl])))
+                pair.append(torch.from_numpy(np.ascontiguousarray(self.volumes[i].onehot[(slice(None),) + sl])))
+            if self.augment is not None: pair = self.augment(gen, pair)
+            imgs.append(pair[0])
+            if self.with_seg: segs.append(pair[1])
         return VQBatch(torch.stack(imgs), torch.stack(segs)) if self.with_seg else torch.stack(imgs)
+
+def build_perceptual(cfg:LatentDiffusionConfig, # settings (perceptual_network, perceptual_weights, perceptual_weight)
+                    ) -> nn.Module|None:
+    "The VQ-GAN's perceptual loss: a segmenter's encoder (the shipped one: offline), MedicalNet weights you give, or None."
+    if cfg.perceptual_network == "none" or cfg.perceptual_weight == 0: return None
+    if cfg.perceptual_network == "medicalnet": return PerceptualLoss3D(cfg.perceptual_weights)
+    path = cfg.perceptual_weights
+    if path is None:
+        try: path = pretrained_file("segmenter")
+        except FileNotFoundError as e:
+            raise FileNotFoundError(f"perceptual_network 'segmenter' uses the segmenter that ships with medlord-nb and none was found "
+                                    f"({e}); give perceptual_weights (a segmenter checkpoint) or set perceptual_network: none") from None
+    try: seg = SegModel.load(path)
+    except ValueError as e: raise ValueError(f"perceptual_weights: {e}; MedicalNet weights need perceptual_network: medicalnet") from None
+    kind = f"{seg.cfg.spatial_dims}D segmenter encoder ({'2.5D slices' if seg.cfg.spatial_dims == 2 else 'whole patches'}): {Path(path).name}"
+    return SlicePerceptualLoss(SegmenterFeatures(seg), seg.cfg.spatial_dims, cfg.perceptual_fake_3d_ratio, description=kind)
 
 def build_vqgan(cfg:LatentDiffusionConfig) -> VQGAN:
     "The VQ-GAN of the config (3D, 1 channel; with `spade_decoder`, a SPADE decoder reading the config's one-hot classes)."
@@ -323,11 +438,12 @@ def train_vqgan_stage(cfg:LatentDiffusionConfig, # settings
     seed_everything(cfg.seed)
     vq = build_vqgan(cfg)
     disc = make_discriminator(3, 1, cfg.disc_channels, cfg.disc_layers) if cfg.adv_weight > 0 else None
-    perc = PerceptualLoss3D(cfg.perceptual_weights) if cfg.perceptual_weights and cfg.perceptual_weight > 0 else None
+    perc = build_perceptual(cfg)
     nodule = 1 + list(cfg.labels).index(3) if 3 in cfg.labels else None
+    aug = Augment(cfg.aug_rotate_deg, cfg.aug_rotate_prob, cfg.aug_flip_axis, cfg.aug_flip_prob)
     batches = ImagePatches(list(data.values()), cfg.vqgan_patch_size, cfg.vqgan_batch_size, nodule, cfg.vqgan_nodule_prob,
-                           cfg.downsample_factor, with_seg=bool(vq.spade_label_channels))
-    tr = VQGANTrainer(vq, disc, batches, cfg.vqgan_train_config(), cfg.device, Path(run)/"checkpoints"/"vqgan" if run else None,
+                           cfg.downsample_factor, with_seg=bool(vq.spade_label_channels), augment=aug if aug != Augment() else None)
+    tr = VQGANTrainer(vq, disc, batches, cfg.vqgan_train_config(len(data)), cfg.device, Path(run)/"checkpoints"/"vqgan" if run else None,
                       perceptual=perc, progress=progress)
     tr.fit()
     tr.model.eval()
@@ -529,6 +645,7 @@ def generate(model:nn.Module, # trained conditioned latent denoiser (LDMResult.m
              progress:bool=True, # tqdm bar over steps
             ) -> np.ndarray: # generated volume in HU on the SOURCE grid of `prep`
     "Sample one whole latent conditioned on a mask, decode it (a SPADE decoder reads the mask too), and return HU on the source grid."
+    prep = fit_prepared(prep, cfg.volume_size, cfg.volume_fit)         # at the size the model was trained at (if it has one)
     if cfg.budget is not None:                                   # denoising and decoding the whole volume must fit first
         for phase in ("denoise", "decode"): _check_budget(cfg, prep.image.shape, phase)
     dev = get_device(cfg.device)
@@ -540,7 +657,7 @@ def generate(model:nn.Module, # trained conditioned latent denoiser (LDMResult.m
     seg = torch.from_numpy(np.asarray(prep.onehot)).float()[None] if vqgan.spade_label_channels else None   # the VQ-GAN pads it like the image
     g = torch.Generator().manual_seed(cfg.seed if seed is None else seed)
     x = ld.sample(make_sampler(cfg), prep.image.shape, cond, generator=g, amp=cfg.amp, progress=progress, model_kwargs=kw, seg=seg)
-    return unit_to_hu(to_source_grid(x[0, 0].clamp(-1, 1), prep.downsample, prep.source_shape)).astype(np.float32)
+    return unit_to_hu(to_source_grid(unfit_prepared(x[0, 0].clamp(-1, 1).float().cpu(), prep), prep.downsample, prep.source_shape)).astype(np.float32)
 
 # %% ../nbs/16_latent_diffusion.ipynb #f1957b15
 def sample_record(cfg:LatentDiffusionConfig, # settings

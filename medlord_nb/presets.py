@@ -6,7 +6,7 @@
 from __future__ import annotations
 import dataclasses
 from pathlib import Path
-from typing import Literal, Sequence
+from typing import Literal, NamedTuple, Sequence
 from .core import Config, ConfigError, load_yaml, shipped_dirs
 from .memory import Plan, plan as memory_plan
 from .patch_ddpm import PatchDDPMConfig
@@ -14,8 +14,9 @@ from .latent_diffusion import MedLoRDConfig, MedLSDMConfig
 from .utility import UtilityStudyConfig
 
 # %% auto #0
-__all__ = ['PIPELINES', 'EXPERIMENTS', 'PRESETS', 'ALIASES', 'DemoConfig', 'pipeline_config', 'preset_names', 'config_path',
-           'read_config', 'preset_pipeline', 'load_config', 'plan_preset']
+__all__ = ['PIPELINES', 'EXPERIMENTS', 'PRESETS', 'ALIASES', 'REFERENCE_MEDLORD', 'REFERENCE_DIFFERENCES', 'DemoConfig',
+           'pipeline_config', 'preset_names', 'config_path', 'read_config', 'preset_pipeline', 'load_config',
+           'RefValue', 'reference_mismatches', 'reference_table', 'plan_preset']
 
 # %% ../nbs/19_presets.ipynb #52293d08
 @dataclasses.dataclass
@@ -102,6 +103,81 @@ def load_config(pipeline:str, # 'patch', 'medlord', 'med_lsdm' ('latent': the pr
     if pipeline == "latent": pipeline = preset_pipeline(ref or "medlord", "medlord")
     d = {k: v for k, v in read_config(ref).items() if k != "pipeline"}
     return pipeline_config(pipeline).from_dict({**d, **(overrides or {})})
+
+# %% ../nbs/19_presets.ipynb #f70520db
+class RefValue(NamedTuple):
+    "One number of MedLoRD's recipe: its value in the 4x and 8x variants and where it was read."
+    x4: object # the 4x variant (configs/medlord.yaml)
+    x8: object # the 8x variant (configs/medlord_8x.yaml)
+    source: str # file and key in MedLoRD's public code (github.com/Cardio-AI/medlord), or the paper
+
+_S1, _LDM, _CN = "configs/stage1/vqgan_ds{4,8}_new.yaml", "configs/diffusion/medlord.yaml", "configs/diffusion/controlnet_new.yaml"
+REFERENCE_MEDLORD: dict[str, RefValue] = {   # MedLoRDConfig field -> the reference's value per variant
+    "vqgan_channels": RefValue((128, 256), (128, 256, 512), f"{_S1} model.params.num_channels"),
+    "vqgan_num_res_blocks": RefValue(2, 2, f"{_S1} model.params.num_res_layers"),
+    "latent_channels": RefValue(8, 8, f"{_S1} model.params.embedding_dim"),
+    "num_embeddings": RefValue(16384, 16384, f"{_S1} model.params.num_embeddings"),
+    "commitment_cost": RefValue(0.25, 0.25, f"{_S1} model.params.commitment_cost"),
+    "vqgan_decay": RefValue(0.95, 0.98, f"{_S1} model.params.decay"),
+    "vqgan_patch_size": RefValue((128, 128, 128), (256, 256, 128), f"{_S1} training.roi_size (RandSpatialCropd)"),
+    "vqgan_batch_size": RefValue(2, 1, f"{_S1} training.batch_size"),
+    "vqgan_lr": RefValue(3e-5, 3e-5, f"{_S1} optim.lr_g"),
+    "vqgan_lr_d": RefValue(1e-4, 2e-5, f"{_S1} optim.lr_d"),
+    "perceptual_weight": RefValue(0.002, 0.1, f"{_S1} losses.perceptual_weight"),
+    "adv_weight": RefValue(0.005, 0.008, f"{_S1} losses.adv_weight"),
+    "adv_warmup_epochs": RefValue(10, 10, f"{_S1} losses.adv_warmup (src/training/vqgan_trainer.py: weight * epoch / adv_warmup)"),
+    "adv_warmup_steps": RefValue(None, None, "(the warm-up is given in epochs)"),
+    "spectral_weight": RefValue(1.0, 0.7, f"{_S1} losses.jukebox_weight"),
+    "disc_channels": RefValue(64, 64, f"{_S1} discriminator.params.num_channels"),
+    "disc_layers": RefValue(3, 3, f"{_S1} discriminator.params.num_layers_d"),
+    "aug_rotate_deg": RefValue(5.0, 5.0, "src/data/dataloading.py RandRotated(range_x=range_y=range_z=0.0872665 rad)"),
+    "aug_rotate_prob": RefValue(0.2, 0.2, "src/data/dataloading.py RandRotated(prob=0.2)"),
+    "aug_flip_axis": RefValue(1, 1, "src/data/dataloading.py RandFlipd(spatial_axis=1)"),
+    "aug_flip_prob": RefValue(0.5, 0.5, "src/data/dataloading.py RandFlipd(prob=0.5)"),
+    "volume_size": RefValue((512, 512, 256), (512, 512, 256), "src/scripts/encode_images*.py (512, 512, 256)"),
+    "volume_fit": RefValue("crop_pad", "crop_pad", "src/scripts/encode_images_cond.py CenterSpatialCropd + SpatialPadd"),
+    "channels": RefValue((64, 128, 256, 512), (64, 128, 256, 512), f"{_LDM} model.params.num_channels"),
+    "num_res_blocks": RefValue(2, 2, f"{_LDM} model.params.num_res_blocks"),
+    "attention_levels": RefValue((False, False, True, True), (False, False, True, True), f"{_LDM} model.params.attention_levels"),
+    "num_head_channels": RefValue(32, 32, f"{_LDM} model.params.num_head_channels [0, 0, 32, 32]"),
+    "schedule": RefValue("cosine", "cosine", f"{_LDM} scheduler.schedule"),
+    "num_train_timesteps": RefValue(300, 300, f"{_LDM} scheduler.num_train_timesteps"),
+    "prediction_type": RefValue("v_prediction", "v_prediction", f"{_LDM} scheduler.prediction_type"),
+    "loss_type": RefValue("l1", "l1", "the paper (its code: F.smooth_l1_loss, beta 1)"),
+    "lr": RefValue(1e-4, 1e-4, f"{_LDM} optim.lr"),
+    "ema_decay": RefValue(0.999, 0.999, f"{_LDM} training.ema_decay"),
+    "grad_clip": RefValue(1.0, 1.0, "src/training/ldm_trainer.py clip_grad_norm_(..., 1.0)"),
+    "controlnet_width_ratio": RefValue(0.5, 0.5, f"{_CN} controlnet.params.r"),
+    "cond_dropout": RefValue(0.1, 0.1, f"{_CN} training.control_dropout"),
+}
+REFERENCE_DIFFERENCES: list[tuple[str, str, str]] = [   # (what, MedLoRD's code, ours and why)
+    ("perceptual network", "MONAI PerceptualLoss(network_type='squeeze'): LPIPS SqueezeNet (ImageNet), 2.5D, fake_3d_ratio 0.5",
+     "perceptual_network 'segmenter': the shipped segmenter's encoder (3D); lpips and its download cannot run offline"),
+    ("padding of crop/pad", "0 after HU -> [-1, 1]: water", "-1: air, what surrounds a patient"),
+    ("augmentation", "on the whole volume, before the random crop", "on each patch (rotating 512x512x256 per patch costs more than the step)"),
+    ("VQ-GAN optimiser", "AdamW (betas 0.9, 0.999; weight decay 0.01), fp16 + GradScaler", "Adam betas (0.5, 0.9), bf16 autocast (vqgan.VQGANTrainConfig)"),
+    ("LDM loss", "F.smooth_l1_loss, beta 1 (MSE / 2 at v-sized errors)", "L1, as the paper argues (loss_type; smooth_l1 with smooth_l1_beta remains a choice)"),
+    ("LDM batch and LR schedule", "batch 4, ExponentialLR 0.9995 per epoch", "batch 1 whole latents, linear warm-up then cosine (the memory plan at 24 GB)"),
+    ("ControlNet", "lr 7.5e-5, conditioning embedding 32, 64 with initial stride 2", "the base model's lr; the ControlNet-lite of `conditioning`"),
+]
+
+def reference_mismatches(preset:str, # 'medlord' (4x) or 'medlord_8x'
+                        ) -> dict[str, tuple]: # field -> (the preset's value, the reference's); empty when they agree
+    "Where a MedLoRD preset differs from `REFERENCE_MEDLORD`."
+    if preset not in ("medlord", "medlord_8x"): raise ValueError(f"unknown MedLoRD preset {preset!r}; use 'medlord' (4x) or 'medlord_8x'")
+    cfg = load_config("medlord", preset)
+    want = {k: (r.x8 if preset == "medlord_8x" else r.x4) for k, r in REFERENCE_MEDLORD.items()}
+    return {k: (getattr(cfg, k), v) for k, v in want.items() if getattr(cfg, k) != v}
+
+def reference_table() -> str:
+    "REFERENCE_MEDLORD and REFERENCE_DIFFERENCES as markdown, with the presets' values next to the reference's."
+    c4, c8 = load_config("medlord", "medlord"), load_config("medlord", "medlord_8x")
+    rows = ["| field | MedLoRD 4x | ours (medlord) | MedLoRD 8x | ours (medlord_8x) | source |", "|---|---|---|---|---|---|"]
+    for k, r in REFERENCE_MEDLORD.items():
+        rows.append(f"| `{k}` | {r.x4} | {getattr(c4, k)} | {r.x8} | {getattr(c8, k)} | {r.source} |")
+    rows += ["", "| where we differ | MedLoRD's code | ours, and why |", "|---|---|---|"]
+    rows += [f"| {a} | {b} | {c} |" for a, b, c in REFERENCE_DIFFERENCES]
+    return "\n".join(rows)
 
 # %% ../nbs/19_presets.ipynb #0d4975a4
 def plan_preset(pipeline:str="patch", # 'patch', 'medlord', 'med_lsdm' ('latent': the preset's latent system)

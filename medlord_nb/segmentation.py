@@ -4,7 +4,7 @@
 
 # %% ../nbs/11_segmentation.ipynb #cbd7a308
 from __future__ import annotations
-import dataclasses
+import copy, dataclasses
 from dataclasses import field
 from pathlib import Path
 from typing import Literal, Sequence
@@ -18,7 +18,8 @@ from .data import CTVolume, PatchSampler, hu_to_unit, outside_air, LABELS
 
 # %% auto #0
 __all__ = ['SegArch', 'SegNorm', 'SegConfig', 'labels_to_classes', 'classes_to_labels', 'build_segnet', 'resample', 'SegModel',
-           'train_segmenter', 'segment', 'encoder_features', 'volume_encoder_features']
+           'train_segmenter', 'segment', 'encoder_features', 'encoder_levels', 'SegmenterFeatures',
+           'volume_encoder_features']
 
 # %% ../nbs/11_segmentation.ipynb #27625cee
 SegArch = Literal["unet", "segresnet"]
@@ -256,15 +257,38 @@ def encoder_features(net:nn.Module, # a MONAI UNet or SegResNet (a SegModel's .n
                      x:torch.Tensor, # (B, 1, *spatial) preprocessed input
                     ) -> torch.Tensor: # (B, sum of channels) globally average-pooled encoder activations
     "Pooled activations of every encoder level, concatenated (one feature vector per input)."
-    from monai.networks.nets import UNet, SegResNet
     dims = tuple(range(2, x.ndim))
-    with torch.no_grad():
-        if isinstance(net, SegResNet): levels = net.encode(x)[1]
-        elif isinstance(net, UNet):
-            levels, h = [], x
-            for m in _unet_down_blocks(net): h = m(h); levels.append(h)
-        else: raise TypeError(f"encoder_features supports MONAI UNet and SegResNet, got {type(net).__name__}")
+    with torch.no_grad(): levels = encoder_levels(net, x)
     return torch.cat([h.mean(dims) for h in levels], 1)
+
+def encoder_levels(net:nn.Module, # a MONAI UNet or SegResNet (a SegModel's .net)
+                   x:torch.Tensor, # (B, 1, *spatial) preprocessed input
+                  ) -> list[torch.Tensor]: # every encoder level's activations, top to bottom (differentiable)
+    "The activations of every encoder level (gradients flow: a perceptual loss can use them)."
+    from monai.networks.nets import UNet, SegResNet
+    if isinstance(net, SegResNet): return list(net.encode(x)[1])
+    if not isinstance(net, UNet): raise TypeError(f"encoder features support MONAI UNet and SegResNet, got {type(net).__name__}")
+    levels, h = [], x
+    for m in _unet_down_blocks(net): h = m(h); levels.append(h)
+    return levels
+
+class SegmenterFeatures(nn.Module):
+    "A trained segmenter's encoder as a frozen feature network on images in [-1, 1] (a perceptual loss's `features`)."
+    def __init__(self, model:SegModel, # a trained segmenter (2D or 3D)
+                 input_hu:tuple[float, float]=(-1000., 1000.), # the HU that the input's -1 and +1 stand for (the VQ-GAN's window)
+                ):
+        super().__init__()
+        net = copy.deepcopy(model.net)                                    # frozen here, the caller's model untouched
+        self.net, self.cfg, self.input_hu = net.eval().requires_grad_(False), model.cfg, tuple(input_hu)
+        self.spatial_dims = model.cfg.spatial_dims
+
+    def train(self, mode:bool=True):
+        super().train(mode); self.net.eval(); return self
+
+    def forward(self, x:torch.Tensor) -> list[torch.Tensor]:
+        lo, hi = self.input_hu
+        hu = lo + (x + 1) * (hi - lo) / 2                                 # back to HU, then the segmenter's own window
+        return encoder_levels(self.net, hu_to_unit(hu, *self.cfg.hu_window))
 
 def volume_encoder_features(model:SegModel, # a trained segmenter
                             image_hu:np.ndarray, # (X, Y, Z) HU volume

@@ -18,12 +18,22 @@ from .schedules import NoiseSchedule
 from .memtrack import on_host
 
 # %% auto #0
-__all__ = ['LossType', 'ShardMode', 'Batch', 'diffusion_loss', 'TrainConfig', 'lr_lambda', 'DistInfo', 'dist_info',
+__all__ = ['LossType', 'ShardMode', 'loss_fn', 'Batch', 'diffusion_loss', 'TrainConfig', 'lr_lambda', 'DistInfo', 'dist_info',
            'init_distributed', 'derive_seed', 'shard_rows', 'Trainer', 'load_weights']
 
 # %% ../nbs/08_training.ipynb #e5aa9080
 LossType = Literal["mse", "l1", "smooth_l1"]
 _LOSSES = {"mse": F.mse_loss, "l1": F.l1_loss, "smooth_l1": F.smooth_l1_loss}
+
+def loss_fn(loss_type:LossType, # 'mse', 'l1' or 'smooth_l1'
+            smooth_l1_beta:float=1.0, # smooth-L1: quadratic below this error, linear above (torch's default 1)
+           ) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    "The mean loss `f(prediction, target)` of a name, or an error that lists the names."
+    if loss_type not in _LOSSES: raise ValueError(f"unknown loss_type {loss_type!r}; use one of {list(_LOSSES)}")
+    if loss_type == "smooth_l1":
+        if smooth_l1_beta <= 0: raise ValueError(f"smooth_l1_beta must be > 0 (use loss_type='l1' for beta 0), got {smooth_l1_beta}")
+        return lambda a, b: F.smooth_l1_loss(a, b, beta=smooth_l1_beta)
+    return _LOSSES[loss_type]
 
 class Batch(NamedTuple):
     "A training batch: clean images and an optional condition (one-hot masks, coordinates, ...)."
@@ -38,9 +48,10 @@ def diffusion_loss(model:nn.Module, # called as model(x_t, t) or model(x_t, t, c
                    generator:torch.Generator|None=None, # source of t and noise (CPU generator)
                    t:torch.Tensor|None=None, # timesteps (B,) to use instead of drawing them
                    noise:torch.Tensor|None=None, # noise like x0 to use instead of drawing it
+                   smooth_l1_beta:float=1.0, # smooth-L1's quadratic zone (see `loss_fn`)
                   ) -> torch.Tensor:
     "The denoising loss for one batch: random t, noise, x_t, model output vs the schedule's target."
-    if loss_type not in _LOSSES: raise ValueError(f"unknown loss_type {loss_type!r}; use one of {list(_LOSSES)}")
+    lf = loss_fn(loss_type, smooth_l1_beta)
     b = x0.shape[0]
     if t is None: t = torch.randint(0, schedule.num_train_timesteps, (b,), generator=generator)
     if noise is None: noise = torch.randn(x0.shape, generator=generator, dtype=torch.float32)
@@ -50,7 +61,7 @@ def diffusion_loss(model:nn.Module, # called as model(x_t, t) or model(x_t, t, c
     x_t = schedule.add_noise(x0, noise, t)
     t = t.to(x0.device)
     out = model(x_t, t) if cond is None else model(x_t, t, cond)
-    return _LOSSES[loss_type](out.float(), schedule.target(x0, noise, t.cpu()).float())
+    return lf(out.float(), schedule.target(x0, noise, t.cpu()).float())
 
 # %% ../nbs/08_training.ipynb #819fdc3b
 @dataclasses.dataclass
@@ -63,6 +74,7 @@ class TrainConfig(Config):
     lr_schedule: Literal["cosine", "constant"] = "cosine" # decay after warm-up
     min_lr_ratio: float = 0.0 # cosine floor as a fraction of lr
     loss_type: LossType = "mse" # 'mse', 'l1' or 'smooth_l1'
+    smooth_l1_beta: float = 1.0 # smooth_l1: quadratic below this error (torch's default 1)
     grad_clip: float|None = 1.0 # max gradient norm (None: no clipping)
     ema_decay: float|None = 0.999 # EMA decay (None: no EMA)
     ema_device: str|None = None # where the EMA copy lives: None = with the model, 'cpu' = host memory (one weight copy less on the GPU)
@@ -75,6 +87,7 @@ class TrainConfig(Config):
     def validate(self):
         if self.steps < 1: raise ConfigError(f"steps must be >= 1, got {self.steps}")
         if self.lr <= 0: raise ConfigError(f"lr must be > 0, got {self.lr}")
+        if self.smooth_l1_beta <= 0: raise ConfigError(f"smooth_l1_beta must be > 0 (loss_type 'l1' is beta 0), got {self.smooth_l1_beta}")
         if self.ema_decay is not None and not 0 < self.ema_decay < 1: raise ConfigError(f"ema_decay must be in (0, 1), got {self.ema_decay}")
         if self.ema_device not in (None, "cpu"): raise ConfigError(f"ema_device must be None (with the model) or 'cpu' (host memory), got {self.ema_device!r}")
 
@@ -271,7 +284,8 @@ class Trainer:
         x0 = batch.x0[rows].to(self.device)
         cond = batch.cond[rows].to(self.device) if batch.cond is not None else None
         with autocast(self.device, self.cfg.amp):
-            loss = diffusion_loss(self.ddp or self.model, self.schedule, x0, cond, self.cfg.loss_type, t=t[rows], noise=noise[rows])
+            loss = diffusion_loss(self.ddp or self.model, self.schedule, x0, cond, self.cfg.loss_type, t=t[rows], noise=noise[rows],
+                                  smooth_l1_beta=self.cfg.smooth_l1_beta)
         value = loss.detach().float().clone()
         if self.distributed: dist.all_reduce(value); value /= self.world_size      # every rank sees the same number
         if not torch.isfinite(value):

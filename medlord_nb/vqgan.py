@@ -23,7 +23,7 @@ from .conditioning import resize_label_map, ResizeMode
 # %% auto #0
 __all__ = ['NormType', 'AdvCriterion', 'QuantOut', 'EMAQuantizer', 'ChannelNorm', 'VQResBlock', 'VQUpsample', 'SPADEChannelNorm',
            'VQGANOutput', 'VQGAN', 'tiled_decode', 'make_discriminator', 'LossTerms', 'VQGANLoss', 'PerceptualLoss3D',
-           'VQBatch', 'VQGANTrainConfig', 'VQGANTrainer', 'train_vqgan']
+           'SlicePerceptualLoss', 'VQBatch', 'VQGANTrainConfig', 'VQGANTrainer', 'train_vqgan']
 
 # %% ../nbs/06_vqgan.ipynb #90a8ffe3
 class QuantOut(NamedTuple):
@@ -474,31 +474,40 @@ class LossTerms(NamedTuple):
     commit: torch.Tensor  # commitment loss (already scaled by commitment_cost)
     spectral: torch.Tensor  # JukeboxLoss (FFT magnitude MSE)
     perceptual: torch.Tensor  # feature distance (0 without a perceptual network)
-    adversarial: torch.Tensor  # generator-side PatchGAN loss (0 before warm-up or without a discriminator)
+    adversarial: torch.Tensor  # generator-side PatchGAN loss, unweighted (0 while its ramped weight is 0, or without a discriminator)
 
 AdvCriterion = Literal["least_squares", "hinge"]
 
 class VQGANLoss(nn.Module):
-    "MedLoRD's VQ-GAN losses: L1 + commitment + spectral + adversarial (after warm-up) + optional perceptual."
+    "MedLoRD's VQ-GAN losses: L1 + commitment + spectral + adversarial (weight ramped up) + optional perceptual."
     def __init__(self, spatial_dims:int=3, # 2 or 3
                  l1_weight:float=1.0, # weight of the L1 reconstruction loss
                  spectral_weight:float=0.7, # weight of the FFT-magnitude loss (MedLoRD ~0.7)
                  perceptual_weight:float=0.1, # weight of the perceptual loss (used only with `perceptual`)
                  adv_weight:float=0.008, # weight of the generator's adversarial loss (MedLoRD ~0.008)
-                 adv_warmup_steps:int=0, # steps before the adversarial term (and the discriminator) start
+                 adv_warmup_steps:int=0, # length of the linear ramp of the adversarial weight (0: full weight at once)
                  adv_criterion:AdvCriterion="least_squares", # 'least_squares' or 'hinge'
-                 perceptual:nn.Module|None=None, # called as perceptual(recon, x) -> scalar, e.g. PerceptualLoss3D
+                 perceptual:nn.Module|None=None, # called as perceptual(recon, x) -> scalar, e.g. SlicePerceptualLoss
+                 adv_ramp_every:int=1, # the ramp rises every this many steps (steps per epoch: MedLoRD's per-epoch staircase)
                 ):
         super().__init__()
         if adv_criterion not in ("least_squares", "hinge"): raise ValueError(f"adv_criterion={adv_criterion!r} is not one of ['least_squares', 'hinge']")
+        if adv_warmup_steps < 0 or adv_ramp_every < 1:
+            raise ValueError(f"adv_warmup_steps must be >= 0 and adv_ramp_every >= 1, got {adv_warmup_steps}, {adv_ramp_every}")
         self.l1_weight, self.spectral_weight, self.perceptual_weight, self.adv_weight = l1_weight, spectral_weight, perceptual_weight, adv_weight
-        self.adv_warmup_steps, self.perceptual = adv_warmup_steps, perceptual
+        self.adv_warmup_steps, self.adv_ramp_every, self.perceptual = adv_warmup_steps, adv_ramp_every, perceptual
         self.spectral = JukeboxLoss(spatial_dims=spatial_dims)
         self.adv = PatchAdversarialLoss(criterion=adv_criterion)
 
+    def adv_weight_at(self, step:int|None) -> float:
+        "The adversarial weight at `step`: a linear ramp over `adv_warmup_steps` in stairs of `adv_ramp_every` (None: full)."
+        if step is None or self.adv_warmup_steps == 0: return self.adv_weight
+        done = step // self.adv_ramp_every * self.adv_ramp_every          # MedLoRD: the weight changes once per epoch
+        return self.adv_weight * min(1.0, done / self.adv_warmup_steps)
+
     def adversarial_active(self, step:int) -> bool:
-        "Whether the adversarial term (and discriminator training) is on at `step`."
-        return step >= self.adv_warmup_steps
+        "Whether the adversarial term (and discriminator training) is on at `step`: its weight is above zero."
+        return self.adv_weight_at(step) > 0
 
     def generator_loss(self, x:torch.Tensor, # target images
                        recon:torch.Tensor, # reconstructions
@@ -512,11 +521,11 @@ class VQGANLoss(nn.Module):
         l1 = F.l1_loss(r, x)
         spec = self.spectral(r, x)
         perc = self.perceptual(r, x) if self.perceptual is not None else zero
-        adv = zero
-        if disc is not None and (step is None or self.adversarial_active(step)):
+        adv, w_adv = zero, self.adv_weight_at(step)
+        if disc is not None and w_adv > 0:
             adv = self.adv(disc(recon)[-1].float(), target_is_real=True, for_discriminator=False)
         total = (self.l1_weight * l1 + quant.commit_loss + self.spectral_weight * spec
-                 + self.perceptual_weight * perc + self.adv_weight * adv)
+                 + self.perceptual_weight * perc + w_adv * adv)
         return LossTerms(total, l1, quant.commit_loss, spec, perc, adv)
 
     def discriminator_loss(self, disc:nn.Module, # the discriminator
@@ -529,6 +538,14 @@ class VQGANLoss(nn.Module):
         return 0.5 * (real + fake)
 
 # %% ../nbs/06_vqgan.ipynb #75e113ac
+def _feature_distance(fa:Sequence[torch.Tensor], fb:Sequence[torch.Tensor]) -> torch.Tensor:
+    "LPIPS without learned weights: unit-normalise over channels, sum squared differences over channels, mean over space, sum over levels."
+    dist = fa[0].new_zeros((), dtype=torch.float32)
+    for a, b in zip(fa, fb):
+        a, b = F.normalize(a.float(), dim=1, eps=1e-10), F.normalize(b.float(), dim=1, eps=1e-10)
+        dist = dist + (a - b).pow(2).sum(1).mean()
+    return dist
+
 class PerceptualLoss3D(nn.Module):
     "LPIPS-style feature distance with a MedicalNet-layout ResNet-10 whose weights you supply; never downloads."
     def __init__(self, weights_path:str|Path, # torch state dict of monai.networks.nets.resnet10 (MedicalNet layout)
@@ -587,11 +604,40 @@ class PerceptualLoss3D(nn.Module):
     def forward(self, input:torch.Tensor, # reconstruction (B, 1, *spatial)
                 target:torch.Tensor, # target (B, 1, *spatial)
                ) -> torch.Tensor: # scalar
-        dist = input.new_zeros(())
-        for a, b in zip(self._features(input.float()), self._features(target.float())):
-            a, b = F.normalize(a, dim=1, eps=1e-10), F.normalize(b, dim=1, eps=1e-10)
-            dist = dist + (a - b).pow(2).sum(1).mean()
-        return dist
+        return _feature_distance(self._features(input.float()), self._features(target.float()))
+
+# %% ../nbs/06_vqgan.ipynb #152403fb
+class SlicePerceptualLoss(nn.Module):
+    "LPIPS-style distance in the features of a frozen network you pass in: a 2D one on slices of three planes (2.5D), a 3D one on the volume."
+    def __init__(self, features:nn.Module, # frozen: features(x (N, 1, *spatial)) -> list of feature maps (N, C_l, *spatial_l)
+                 spatial_dims:Literal[2, 3]=2, # the network's: 2 -> 2.5D slices of 3D inputs; 3 -> whole volumes
+                 fake_3d_ratio:float=0.5, # 2.5D: fraction of each plane's slices compared per call (MONAI's default)
+                 description:str="", # what the network is (recorded by callers)
+                ):
+        super().__init__()
+        if spatial_dims not in (2, 3): raise ValueError(f"spatial_dims={spatial_dims!r} is not one of [2, 3]")
+        if not 0 < fake_3d_ratio <= 1: raise ValueError(f"fake_3d_ratio must be in (0, 1], got {fake_3d_ratio}")
+        self.features, self.spatial_dims, self.fake_3d_ratio, self.description = features.eval().requires_grad_(False), spatial_dims, fake_3d_ratio, description
+
+    def train(self, mode:bool=True):
+        super().train(mode); self.features.eval(); return self            # frozen normalisation statistics, always
+
+    def _plane(self, x:torch.Tensor, y:torch.Tensor, axis:int) -> torch.Tensor:
+        "Distance over a random `fake_3d_ratio` of the slices across spatial `axis` (0, 1 or 2) of (B, C, X, Y, Z) inputs."
+        n = x.shape[2 + axis]
+        idx = torch.randperm(n)[:max(1, int(n * self.fake_3d_ratio))].to(x.device)   # torch's generator: resumed runs replay it
+        def slices(v):
+            v = v.movedim(2 + axis, 1).index_select(1, idx)              # (B, k, C, *plane)
+            return v.reshape(-1, *v.shape[2:])
+        return _feature_distance(self.features(slices(x)), self.features(slices(y)))
+
+    def forward(self, input:torch.Tensor, # reconstruction (B, 1, *spatial)
+                target:torch.Tensor, # target (B, 1, *spatial)
+               ) -> torch.Tensor: # scalar
+        x, y = input.float(), target.float()
+        if self.spatial_dims == x.ndim - 2: return _feature_distance(self.features(x), self.features(y))
+        if self.spatial_dims == 2 and x.ndim == 5: return sum(self._plane(x, y, a) for a in range(3))   # MONAI: the three planes summed
+        raise ValueError(f"a {self.spatial_dims}D feature network cannot compare {x.ndim - 2}D inputs {tuple(x.shape)}")
 
 # %% ../nbs/06_vqgan.ipynb #3d320ce1
 class VQBatch(NamedTuple):
@@ -603,14 +649,15 @@ class VQBatch(NamedTuple):
 class VQGANTrainConfig(Config):
     "Optimisation settings for `VQGANTrainer`."
     steps: int = 1000 # total steps (each: one generator step, plus one discriminator step after warm-up)
-    lr: float = 1e-4 # generator (autoencoder) learning rate, Adam
-    lr_d: float|None = None # discriminator learning rate (None: same as lr)
+    lr: float = 1e-4 # generator (autoencoder) learning rate, Adam (MedLoRD lr_g: 3e-5)
+    lr_d: float|None = None # discriminator learning rate (None: same as lr; MedLoRD: 1e-4 at 4x, 2e-5 at 8x)
     betas: tuple[float, float] = (0.5, 0.9) # Adam betas for both players (taming-transformers' choice)
     l1_weight: float = 1.0 # L1 reconstruction weight
     spectral_weight: float = 0.7 # FFT-magnitude (Jukebox) loss weight
     perceptual_weight: float = 0.1 # perceptual loss weight (used only with a perceptual network)
     adv_weight: float = 0.008 # generator adversarial weight
-    adv_warmup_steps: int = 0 # steps before the adversarial term and the discriminator start
+    adv_warmup_steps: int = 0 # steps of the linear ramp of the adversarial weight (the discriminator trains once it is > 0)
+    adv_ramp_every: int = 1 # the ramp rises every this many steps (steps per epoch: MedLoRD's per-epoch staircase)
     adv_criterion: Literal["least_squares", "hinge"] = "least_squares" # PatchAdversarialLoss criterion
     grad_clip: float|None = 1.0 # max gradient norm for both players (None: no clipping)
     amp: bool = True # bf16 autocast on CUDA (no effect on CPU)
@@ -622,6 +669,8 @@ class VQGANTrainConfig(Config):
         if self.steps < 1: raise ConfigError(f"steps must be >= 1, got {self.steps}")
         if self.lr <= 0 or (self.lr_d is not None and self.lr_d <= 0): raise ConfigError(f"learning rates must be > 0, got lr={self.lr}, lr_d={self.lr_d}")
         if self.log_every < 1: raise ConfigError(f"log_every must be >= 1, got {self.log_every}")
+        if self.adv_warmup_steps < 0 or self.adv_ramp_every < 1:
+            raise ConfigError(f"adv_warmup_steps must be >= 0 and adv_ramp_every >= 1, got {self.adv_warmup_steps}, {self.adv_ramp_every}")
 
 class VQGANTrainer:
     "Train a VQGAN (and a PatchGAN discriminator) with Adam, warm-up, logging, atomic checkpoints and exact resume."
@@ -632,7 +681,7 @@ class VQGANTrainer:
                  device:str|torch.device="auto", # where to train
                  ckpt_dir:str|Path|None=None, # folder for last.pt (None: no checkpoints)
                  resume:bool=True, # continue from ckpt_dir/last.pt if it exists
-                 perceptual:nn.Module|None=None, # e.g. PerceptualLoss3D(your_weights); None: no perceptual term
+                 perceptual:nn.Module|None=None, # e.g. SlicePerceptualLoss(features) or PerceptualLoss3D(your_weights); None: no perceptual term
                  progress:bool=True, # tqdm progress bar
                 ):
         self.cfg = cfg or VQGANTrainConfig()
@@ -640,7 +689,8 @@ class VQGANTrainer:
         self.model, self.disc, self.batch_fn = model.to(self.device), (disc.to(self.device) if disc is not None else None), batch_fn
         c = self.cfg
         self.loss = VQGANLoss(model.spatial_dims, c.l1_weight, c.spectral_weight, c.perceptual_weight, c.adv_weight,
-                              c.adv_warmup_steps, c.adv_criterion, perceptual.to(self.device) if perceptual is not None else None)
+                              c.adv_warmup_steps, c.adv_criterion, perceptual.to(self.device) if perceptual is not None else None,
+                              c.adv_ramp_every)
         self.opt_g = torch.optim.Adam(self.model.parameters(), lr=c.lr, betas=c.betas)
         self.opt_d = torch.optim.Adam(self.disc.parameters(), lr=c.lr_d or c.lr, betas=c.betas) if self.disc is not None else None
         self.gen = torch.Generator().manual_seed(c.seed)
@@ -666,7 +716,8 @@ class VQGANTrainer:
         "Restore the full training state written by `save`."
         try: sd = torch.load(path, map_location=self.device, weights_only=False)
         except Exception as e: raise ValueError(f"{path}: cannot read checkpoint ({type(e).__name__}: {e}); delete it to start over") from None
-        diff = {k: (sd["cfg"].get(k), v) for k, v in self.cfg.to_dict().items() if sd["cfg"].get(k) != v}
+        old = {**VQGANTrainConfig().to_dict(), **sd["cfg"]}                # a field added later: its default in older checkpoints
+        diff = {k: (old.get(k), v) for k, v in self.cfg.to_dict().items() if old.get(k) != v}
         if set(diff) - {"steps", "ckpt_every", "log_every"}:
             raise ValueError(f"{path} was written with different training settings {diff} (checkpoint, now); resume with "
                              f"the same config or start a new run")
@@ -691,7 +742,7 @@ class VQGANTrainer:
         if d is not None: d.train().requires_grad_(False)
         with autocast(self.device, c.amp):
             recon, q = m(x, seg)
-            terms = self.loss.generator_loss(x, recon, q, d if adv_on else None)
+            terms = self.loss.generator_loss(x, recon, q, d if adv_on else None, step=self.step)
         if not torch.isfinite(terms.total):
             raise FloatingPointError(f"generator loss is {terms.total.item()} at step {self.step} ({terms}); lower lr (now {c.lr}) or check the data")
         self.opt_g.zero_grad(set_to_none=True); terms.total.backward()
@@ -707,7 +758,7 @@ class VQGANTrainer:
         if d is not None: d.requires_grad_(True)
         self.step += 1
         return dict(loss=terms.total.item(), l1=terms.l1.item(), commit=terms.commit.item(), spectral=terms.spectral.item(),
-                    perceptual=terms.perceptual.item(), adv_g=terms.adversarial.item(), d_loss=d_loss,
+                    perceptual=terms.perceptual.item(), adv_g=terms.adversarial.item(), adv_weight=self.loss.adv_weight_at(self.step - 1), d_loss=d_loss,
                     perplexity=q.perplexity.item(), usage=q.usage.item(), alive=m.quantizer.alive_fraction())
 
     def fit(self, steps:int|None=None, # stop after this many total steps (default cfg.steps)
@@ -752,7 +803,7 @@ def train_vqgan(model:VQGAN, # the autoencoder
                 cfg:VQGANTrainConfig|None=None, # settings (overridden by keyword arguments)
                 device:str|torch.device="auto", # where to train
                 ckpt_dir:str|Path|None=None, # folder for last.pt; an existing one is resumed
-                perceptual:nn.Module|None=None, # optional perceptual network (PerceptualLoss3D)
+                perceptual:nn.Module|None=None, # optional perceptual loss (SlicePerceptualLoss, PerceptualLoss3D)
                 progress:bool=True, # tqdm bar
                 **overrides, # any VQGANTrainConfig field, e.g. steps=100, lr=2e-4
                ) -> VQGANTrainer: # the trainer after training (model, disc, history)

@@ -109,7 +109,10 @@ def test_config_is_valid(fname):
     assert c.recon_sample == "cta" and c.recon_sample not in c.train_samples         # reconstruction PSNR on a held-out volume
     assert c.schedule == "cosine" and c.ema_decay == 0.999 and c.lr == 1e-4 and c.amp
     if cls is MedLoRDConfig:
-        assert (c.num_train_timesteps, c.prediction_type, c.loss_type, c.conditioning) == (300, "v_prediction", "smooth_l1", "controlnet")
+        # L1 as MedLoRD's paper argues (its code's smooth_l1 with beta 1 is MSE / 2 at v-sized errors; see nbs/08_training.ipynb)
+        assert (c.num_train_timesteps, c.prediction_type, c.loss_type, c.conditioning) == (300, "v_prediction", "l1", "controlnet")
+        assert c.vqgan_lr == 3e-5 and c.vqgan_lr_d == (2e-5 if "8x" in fname else 1e-4)          # MedLoRD's lr_g / lr_d
+        assert c.perceptual_network == "segmenter" and c.adv_warmup_epochs == 10 and c.volume_size == (512, 512, 256)
         assert c.attention_levels[-2:] == (True, True) and not any(c.attention_levels[:-2])   # the two deepest levels
         assert c.controlnet_width_ratio == 0.5 and c.cond_dropout == 0.1 and c.ldm_crop is None
         assert c.downsample_factor == (8 if "8x" in fname else 4) and c.decode_tile is not None
