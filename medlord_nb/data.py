@@ -14,12 +14,13 @@ from scipy import ndimage
 from .core import load_json, atomic_write
 
 # %% auto #0
-__all__ = ['LABELS', 'Reader', 'AIR_HU', 'BODY_HU', 'VESSEL_HU', 'BONE_HU', 'BODY_LABEL', 'BONE_LABEL', 'check_volume',
-           'CTVolume', 'sample_manifest', 'list_samples', 'load_sample', 'label_stats', 'describe_samples', 'reorient',
-           'load_volume', 'load_image_and_mask', 'save_volume', 'resample_volume', 'hu_to_unit', 'unit_to_hu',
-           'remap_labels', 'one_hot', 'global_coords', 'make_phantom', 'slicewise_fill', 'body_mask', 'outside_air',
-           'derive_lung_vessels', 'derive_bone', 'class_map', 'MaskFile', 'read_mask', 'Patch', 'PatchBatch',
-           'PatchSampler']
+__all__ = ['LABELS', 'Modality', 'MODALITIES', 'Reader', 'AIR_HU', 'BODY_HU', 'VESSEL_HU', 'BONE_HU', 'MRI_PERCENTILES',
+           'BODY_LABEL', 'BONE_LABEL', 'check_volume', 'check_modality', 'CTVolume', 'sample_manifest', 'list_samples',
+           'load_sample', 'label_stats', 'describe_samples', 'reorient', 'load_volume', 'load_image_and_mask',
+           'save_volume', 'resample_volume', 'hu_to_unit', 'unit_to_hu', 'remap_labels', 'one_hot', 'global_coords',
+           'make_phantom', 'slicewise_fill', 'body_mask', 'outside_air', 'derive_lung_vessels', 'derive_bone',
+           'require_ct', 'resolve_modality', 'mri_foreground', 'mri_to_unit', 'UnitImage', 'to_unit', 'foreground_mask',
+           'class_map', 'MaskFile', 'read_mask', 'Patch', 'PatchBatch', 'PatchSampler']
 
 # %% ../nbs/01_data.ipynb #cd132858
 LABELS: dict[int, str] = {0: "background", 1: "lung", 2: "vessels", 3: "nodule", 4: "heart", 5: "aorta",
@@ -60,9 +61,19 @@ def _spacing(affine:np.ndarray) -> tuple[float, ...]:
     "Voxel size (mm) along each array axis: the column norms of the affine."
     return tuple(float(v) for v in np.sqrt((np.asarray(affine)[:3, :3] ** 2).sum(0)))
 
+Modality = Literal["ct", "mri"]
+MODALITIES = ("ct", "mri") # CT in Hounsfield units; MRI in arbitrary scanner units
+
+def check_modality(modality:str, # 'ct' or 'mri'
+                   name:str="volume", # how errors name the volume
+                  ) -> str: # the modality
+    "The modality, or a one-line error that lists the allowed ones."
+    if modality not in MODALITIES: raise ValueError(f"{name}: modality {modality!r} is not one of {', '.join(MODALITIES)}")
+    return modality
+
 @dataclass(repr=False)
 class CTVolume:
-    "A CT image in HU (axes X, Y, Z) with an optional label map, voxel spacing and RAS affine."
+    "A CT image in HU (or an MRI, `modality='mri'`; axes X, Y, Z) with an optional label map, voxel spacing and RAS affine."
     image: np.ndarray                     # float32 HU, axes X, Y, Z
     labels: np.ndarray|None = None        # uint8 label map of the same shape, or None
     spacing: tuple[float, float, float] = (1.0, 1.0, 1.0)  # voxel size in mm along X, Y, Z
@@ -70,8 +81,10 @@ class CTVolume:
     label_names: dict[int, str] = field(default_factory=dict)  # the label values this volume may hold
     name: str = ""                        # a short name (sample name or file name)
     meta: dict = field(default_factory=dict)  # anything else (source, manifest entry, path)
+    modality: str|None = None             # 'ct', 'mri', or None when not recorded (files read directly: treated as CT)
 
     def __post_init__(self):
+        if self.modality is not None: check_modality(self.modality, self.name or "CTVolume")
         self.image = np.asarray(self.image, dtype=np.float32)
         if self.labels is not None: self.labels = np.asarray(self.labels)
         check_volume(self.image, self.labels, 3, name=self.name or "CTVolume")
@@ -88,8 +101,9 @@ class CTVolume:
 
     def __repr__(self):
         sp = ", ".join(f"{s:g}" for s in self.spacing)
+        unit = "MR signal" if self.modality == "mri" else "HU"
         s = (f"CTVolume({self.name!r}: image {self.shape} float32, spacing ({sp}) mm, "
-             f"HU [{self.image.min():.0f}, {self.image.max():.0f}]")
+             f"{unit} [{self.image.min():.0f}, {self.image.max():.0f}]")
         if self.labels is None: return s + ", no labels)"
         counts = np.bincount(self.labels.ravel(), minlength=1)
         labs = ", ".join(f"{self.label_names.get(k, k)}={c}" for k, c in enumerate(counts) if c and k)
@@ -102,9 +116,11 @@ def sample_manifest() -> dict:
     "The manifest of the embedded sample set (label convention, sources, per-sample facts)."
     return load_json(_samples_dir() / "manifest.json")
 
-def list_samples() -> list[str]:
-    "Names of the real CT samples that ship with the package."
-    return list(sample_manifest()["samples"])
+def list_samples(modality:str|None=None, # only the samples of this modality ('ct' or 'mri'); None: all
+                ) -> list[str]:
+    "Names of the real samples (chest CTs, one MR abdomen) that ship with the package."
+    ss = sample_manifest()["samples"]
+    return [n for n, e in ss.items() if modality is None or e.get("modality", "ct") == check_modality(modality, "list_samples")]
 
 # %% ../nbs/01_data.ipynb #3cf799f3
 def _sha256(path:Path) -> str:
@@ -128,7 +144,7 @@ def _check_label_values(labels:np.ndarray, label_names:dict[int,str], name:str) 
                          f"with remap_labels or pass label_names=")
     return lab.astype(np.uint8)
 
-def load_sample(name:str, # one of `list_samples()`: "cta", "lung1", "lung2"
+def load_sample(name:str, # one of `list_samples()`: "cta", "lung1", "lung2" (CT), "mr_abdomen" (MRI)
                 verify:bool=True, # check the files' sha256 against the manifest
                ) -> CTVolume:
     "Load an embedded real CT sample with its label map (HU float32, labels uint8, RAS arrays)."
@@ -148,7 +164,7 @@ def load_sample(name:str, # one of `list_samples()`: "cta", "lung1", "lung2"
     names = {int(k): v for k, v in e["label_names"].items()}
     labels = _check_label_values(np.asanyarray(lab.dataobj), names, str(paths["labels"]))
     return CTVolume(np.asanyarray(img.dataobj).astype(np.float32), labels, _spacing(img.affine), img.affine.copy(), names, name,
-                    {"manifest": e, "files": {k: str(p) for k, p in paths.items()}})
+                    {"manifest": e, "files": {k: str(p) for k, p in paths.items()}}, e.get("modality", "ct"))
 
 # %% ../nbs/01_data.ipynb #ef6f255b
 def label_stats(vol:CTVolume, # a volume with labels
@@ -327,7 +343,7 @@ def resample_volume(vol:CTVolume, # a volume (image in HU, labels optional)
     labels = None if vol.labels is None else ndimage.affine_transform(vol.labels, zoom, offset, output_shape=new_shape, order=0, mode="nearest")
     aff = np.array(vol.affine, float)
     aff[:3, 3] = aff[:3, :3] @ offset + aff[:3, 3]; aff[:3, :3] = aff[:3, :3] @ np.diag(zoom)
-    return CTVolume(image, labels, tuple(tg), aff, vol.label_names, vol.name, {**vol.meta, "resampled_from_mm": list(map(float, sp))})
+    return CTVolume(image, labels, tuple(tg), aff, vol.label_names, vol.name, {**vol.meta, "resampled_from_mm": list(map(float, sp))}, vol.modality)
 
 # %% ../nbs/01_data.ipynb #c09edb56
 def _as_float(x):
@@ -520,6 +536,86 @@ def derive_bone(hu:np.ndarray, # HU volume (X, Y, Z)
     ml = ndimage.sum_labels(np.ones_like(lab), lab, index=np.arange(1, n + 1)) * float(np.prod(spacing)) / 1000.0
     return np.isin(lab, np.nonzero(ml >= min_ml)[0] + 1)
 
+# %% ../nbs/01_data.ipynb #38552a78
+MRI_PERCENTILES = (0.5, 99.5) # percentiles of the body's signal mapped to -1 and +1
+
+def require_ct(modality:str|None, # the volume's modality (None: not recorded, treated as CT)
+               setting:str, # what assumes HU, e.g. "hu_window=[-1000, 1000]"
+               fix:str, # how to fix it
+               name:str="volume", # how the error names the volume
+              ) -> None:
+    "One-line error when a CT-only setting (one that assumes Hounsfield units) meets an MRI."
+    if (modality or "ct") != "ct":
+        raise ValueError(f"{name}: {setting} is a CT-only setting (it assumes Hounsfield units) but the volume is an MRI "
+                         f"(modality '{modality}'); {fix}")
+
+def resolve_modality(wanted:str, # 'auto' (take the volume's), 'ct' or 'mri' (a config's `modality`)
+                     vol:CTVolume, # the volume (its `modality` comes from a sample or dataset manifest, or None)
+                    ) -> str: # 'ct' or 'mri'
+    "The modality to preprocess `vol` as: the recorded one, the configured one, or a one-line error when they disagree."
+    if wanted == "auto": return vol.modality or "ct"
+    check_modality(wanted, vol.name or "volume")
+    if vol.modality is not None and vol.modality != wanted:
+        raise ValueError(f"{vol.name or 'volume'}: the config says modality '{wanted}' but its manifest records '{vol.modality}'; "
+                         f"set modality: auto (or '{vol.modality}'), or prepare the data again with the right --modality")
+    return wanted
+
+def mri_foreground(x:np.ndarray, # MRI (X, Y, Z), scanner units
+                   fraction:float=0.1, # threshold: this fraction of the way from the 1st to the 99th percentile
+                  ) -> np.ndarray: # boolean body mask
+    "The body in an MRI: signal above a low threshold, largest 3D component, holes filled slice by slice."
+    x = np.asarray(x, np.float32)
+    lo, hi = (float(v) for v in np.percentile(x, (1, 99)))
+    if not hi > lo: raise ValueError(f"the image is (nearly) constant ({lo:g}..{hi:g}); no foreground to find")
+    fg = ndimage.binary_opening(x > lo + fraction * (hi - lo), structure=_inplane(), iterations=1)
+    lab, n = ndimage.label(fg)
+    if n == 0: return fg
+    sizes = ndimage.sum_labels(np.ones_like(lab), lab, index=np.arange(1, n + 1))
+    return slicewise_fill(lab == (1 + int(np.argmax(sizes))))
+
+def mri_to_unit(x:np.ndarray, # MRI (X, Y, Z), scanner units
+                foreground:np.ndarray|None=None, # where the percentiles are taken (default `mri_foreground(x)`)
+                percentiles:Sequence[float]=MRI_PERCENTILES, # percentiles mapped to -1 and +1
+               ) -> tuple[np.ndarray, float, float]: # (values in [-1, 1], value mapped to -1, value mapped to +1)
+    "Map the foreground's `percentiles` of an MRI linearly to [-1, 1] and clip (no HU window)."
+    p0, p1 = (float(p) for p in percentiles)
+    if not 0 <= p0 < p1 <= 100: raise ValueError(f"percentiles {tuple(percentiles)} must rise within 0..100, e.g. (0.5, 99.5)")
+    x = np.asarray(x, np.float32)
+    fg = mri_foreground(x) if foreground is None else np.asarray(foreground, bool)
+    lo, hi = (float(v) for v in np.percentile(x[fg] if fg.any() else x, (p0, p1)))
+    if not hi > lo: raise ValueError(f"the MRI's {p0:g}th and {p1:g}th percentiles are equal ({lo:g}); is the image constant?")
+    return np.clip((x - lo) * (2.0 / (hi - lo)) - 1.0, -1.0, 1.0).astype(np.float32), lo, hi
+
+class UnitImage(NamedTuple):
+    "An image in model units and how it got there."
+    image: np.ndarray # float32 in [-1, 1]
+    modality: str # 'ct' or 'mri'
+    low: float # source value mapped to -1 (HU for CT, scanner units for MRI)
+    high: float # source value mapped to +1
+    how: str # one line for records (metrics, manifests)
+
+def to_unit(vol:CTVolume, # the volume (its `modality` decides, unless `modality` is given)
+            modality:str="auto", # 'auto' (the volume's), 'ct' or 'mri'
+            hu_window:Sequence[float]|None=None, # CT only: HU mapped to -1 and +1 (None: [-1000, 1000]); refused for MRI
+            percentiles:Sequence[float]=MRI_PERCENTILES, # MRI only: foreground percentiles mapped to -1 and +1
+           ) -> UnitImage:
+    "The one normalisation of every system: CT clipped to an HU window, MRI by foreground percentiles; both to [-1, 1]."
+    m, name = resolve_modality(modality, vol), vol.name or "volume"
+    if m == "ct":
+        lo, hi = (float(v) for v in (hu_window or (-1000., 1000.)))
+        return UnitImage(hu_to_unit(vol.image, lo, hi).astype(np.float32), "ct", lo, hi, f"CT: HU clipped to [{lo:g}, {hi:g}] -> [-1, 1]")
+    if hu_window is not None:
+        require_ct(m, f"hu_window={[float(v) for v in hu_window]}", "leave hu_window unset (null) for MRI, which is normalised by "
+                   "percentiles inside the body (mri_percentiles)", name)
+    y, lo, hi = mri_to_unit(vol.image, None, percentiles)
+    return UnitImage(y, "mri", lo, hi, f"MRI: body percentiles {percentiles[0]:g}/{percentiles[1]:g} ({lo:.4g}, {hi:.4g}) -> [-1, 1], clipped")
+
+def foreground_mask(image:np.ndarray, # the image (HU for CT, scanner units for MRI)
+                    modality:str|None="ct", # 'ct', 'mri' (None: CT)
+                   ) -> np.ndarray: # boolean body mask
+    "The body: from HU for a CT (`body_mask`), from the signal for an MRI (`mri_foreground`)."
+    return mri_foreground(image) if (modality or "ct") == "mri" else body_mask(image)
+
 # %% ../nbs/01_data.ipynb #9b7e547f
 BODY_LABEL = 255 # mask value of the body outline (tissue inside the body that has no other label)
 BONE_LABEL = 7 # label value of bone (derived from HU when a model conditions on it and the mask draws none)
@@ -530,6 +626,7 @@ def class_map(labels:np.ndarray, # integer label map (X, Y, Z) in the label conv
               image:np.ndarray|None=None, # HU on the same grid: the body (and bone, when a class) comes from it
               name:str="mask", # how errors name the mask
               spacing:Sequence[float]=(1.5, 1.5, 5.0), # voxel size (mm): only for dropping tiny derived bone specks
+              modality:str|None="ct", # the image's modality: the body of an MRI comes from its signal, bone only from a CT's HU
              ) -> np.ndarray: # uint8 (X, Y, Z): 0 background, 1..n `classes`, n+1 body
     "A label map as a model's class map: background, the conditioning labels, the rest of the body."
     lab = np.asarray(labels).astype(np.int64)
@@ -543,10 +640,12 @@ def class_map(labels:np.ndarray, # integer label map (X, Y, Z) in the label conv
         if image is None:
             raise ValueError(f"{name}: this model conditions on bone (label {BONE_LABEL}) and the mask has none; draw it as "
                              f"label {BONE_LABEL}, or pass the CT (e.g. --image) to derive it from HU")
+        require_ct(modality, f"deriving bone (label {BONE_LABEL}) from HU", f"draw bone as label {BONE_LABEL} in the mask, or drop "
+                   f"{BONE_LABEL} from the conditioning labels", name)
         cls[derive_bone(image, spacing, free=(lab == 0) | (lab == BODY_LABEL))] = list(classes).index(BONE_LABEL) + 1
     if body:
         inside = (lab == BODY_LABEL) | ((lab > 0) & (cls == 0))
-        if image is not None: inside |= body_mask(image)
+        if image is not None: inside |= foreground_mask(image, modality)
         elif not (lab == BODY_LABEL).any():
             raise ValueError(f"{name}: this model was trained with a body class but the mask has no body outline; "
                              f"draw the body as label {BODY_LABEL}, or pass the CT (e.g. --image) to derive it from HU")
