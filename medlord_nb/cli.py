@@ -53,15 +53,18 @@ def run(experiment:str, # experiment name (see `medlord run --help`: demo, patch
         root:str="runs", # parent folder of runs
         param:list=None, # parameter override KEY=VALUE (YAML value), repeatable
         force:bool=False, # overwrite an existing run directory
+        resume:bool=False, # continue the run from its last finished stage (its own parameters; step counts may grow)
         dry_run:bool=False, # print the resolved parameters and exit
        ):
-    "Execute an experiment notebook with papermill into runs/<name>/."
+    "Execute an experiment notebook with papermill into runs/<name>/ (or continue one with --resume)."
     params = parse_params(param)
+    if force and resume: raise CLIError("pass --force (start over) or --resume (continue the run), not both")
     if dry_run:
         nb = find_experiment(experiment)
-        _print_yaml({"notebook": str(nb), "parameters": resolve_parameters(nb, params, config)}); return
+        _print_yaml({"notebook": str(nb), "parameters": resolve_parameters(nb, params, config), "resume": resume}); return
     logging.basicConfig(level=logging.INFO, format="%(message)s")    # papermill streams the notebook's output here
-    out = run_experiment(experiment, name=name, root=root, params=params, config=config, force=force, log_output=True, progress=False)
+    out = run_experiment(experiment, name=name, root=root, params=params, config=config, force=force, resume=resume, log_output=True,
+                         progress=False)
     print(f"run written to {out}")
 
 def demo(out:str="runs/demo", # run directory

@@ -14,7 +14,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from torch._subclasses.fake_tensor import FakeTensorMode
-from .core import Config, ConfigError, seed_everything, get_device, save_json, load_json, format_size
+from .core import Config, ConfigError, seed_everything, get_device, save_json, load_json, format_size, mark_stage
 from .data import CTVolume, hu_to_unit, unit_to_hu, mri_to_unit, to_unit, MRI_PERCENTILES, PatchSampler, class_map
 from .schedules import NoiseSchedule
 from .samplers import DDPMSampler, DDIMSampler, DPMSolverPP2MSampler
@@ -358,8 +358,9 @@ def train_vqgan_stage(cfg:LatentDiffusionConfig, # settings
                            cfg.downsample_factor, with_seg=bool(vq.spade_label_channels))
     tr = VQGANTrainer(vq, disc, batches, cfg.vqgan_train_config(), cfg.device, Path(run)/"checkpoints"/"vqgan" if run else None,
                       perceptual=perc, progress=progress)
-    tr.fit()
+    tr.fit()                                                                # a finished checkpoint: loaded, nothing trained
     tr.model.eval()
+    if run: mark_stage(run, "vqgan", steps=tr.step, checkpoint="checkpoints/vqgan/last.pt")
     return tr
 
 def _psnr(mse:float) -> float: return 10 * math.log10(4.0 / max(mse, 1e-12))      # data range 2 (model units)
@@ -404,8 +405,10 @@ def encode_stage(vqgan:VQGAN, # trained VQ-GAN
                  run:str|Path|None=None, # run directory: cache in run/latents
                 ) -> LatentSet:
     "Stage 2: whole-volume latents of the training set (cached), with their scale factor."
-    return encode_dataset(vqgan, {k: v.image for k, v in data.items()}, cfg.latent_kind, Path(run)/"latents" if run else None,
-                          rebuild=cfg.rebuild_latents, device=cfg.device, amp=cfg.amp)
+    lat = encode_dataset(vqgan, {k: v.image for k, v in data.items()}, cfg.latent_kind, Path(run)/"latents" if run else None,
+                         rebuild=cfg.rebuild_latents, device=cfg.device, amp=cfg.amp)
+    if run: mark_stage(run, "encode", volumes=list(lat.latents), scale_factor=lat.scale_factor, cache="latents")
+    return lat
 
 # %% ../nbs/16_latent_diffusion.ipynb #f68d4a51
 def make_condition(prep_onehot:np.ndarray|torch.Tensor, # (K, X', Y', Z') soft one-hot on the working grid
@@ -535,12 +538,14 @@ def train_ldm_stage(cfg:LatentDiffusionConfig, # settings
         base_tr = Trainer(build_unet(cfg), sched, LatentBatches(zs, None, cfg.batch_size, crop), cfg.train_config(cfg.base_steps),
                           cfg.device, ck("ldm_base"), progress=progress)
         base_tr.fit()
+        if run: mark_stage(run, "ldm_base", steps=base_tr.step, checkpoint="checkpoints/ldm_base/last.pt")
         seed_everything(cfg.seed + 1)
         model = build_denoiser(cfg, copy.deepcopy(base_tr.eval_model))
     else: model = build_denoiser(cfg)
     tr = Trainer(model, sched, LatentBatches(zs, conds, cfg.batch_size, crop, cf), cfg.train_config(seed=cfg.seed + 1),
                  cfg.device, ck("ldm"), progress=progress)
     tr.fit()
+    if run: mark_stage(run, "ldm", steps=tr.step, checkpoint="checkpoints/ldm/last.pt")
     return LDMResult(tr.eval_model, tr, base_tr, scale)
 
 # %% ../nbs/16_latent_diffusion.ipynb #4116670f
