@@ -8,7 +8,7 @@ from medlord_nb.core import load_json, save_json, run_stages, file_sha256, STAGE
 from medlord_nb.runner import run_experiment
 
 TINY = {"device": "cpu", "train_samples": ["lung1"], "recon_sample": None, "image_downsample": [4, 4, 2],
-        "vqgan_patch_size": [32, 32, 16], "vqgan_steps": 2, "adv_warmup_steps": 1, "base_steps": 2, "steps": 2, "warmup_steps": 1,
+        "vqgan_patch_size": [32, 32, 16], "vqgan_steps": 1, "adv_warmup_steps": 1, "base_steps": 1, "steps": 1, "warmup_steps": 1,
         "num_inference_steps": 2}
 
 def _one_line(capsys, rc, *what):
@@ -37,9 +37,9 @@ def test_medlord_resume_after_the_vqgan(tmp_path, capsys):
     assert file_sha256(vq) == vq_sha and os.stat(vq).st_mtime_ns == vq_mtime          # loaded, not trained or rewritten
     for f in ("checkpoints/ldm/last.pt", "sample.nii.gz", "montage.png", "medlord.ipynb"): assert (run/f).is_file(), f
     m = load_json(run/"metrics.json")
-    assert m["train_steps"] == {"vqgan": 2, "base": 2, "controlnet": 2}, m["train_steps"]
+    assert m["train_steps"] == {"vqgan": 1, "base": 1, "controlnet": 1}, m["train_steps"]
     st = run_stages(run)
-    assert st["complete"] and st["stages"]["vqgan"]["steps"] == 2 and "outputs" in st["stages"]
+    assert st["complete"] and st["stages"]["vqgan"]["steps"] == 1 and "outputs" in st["stages"]
     nb_mtime = os.stat(run/"medlord.ipynb").st_mtime_ns
     assert run_experiment("medlord", name="r", root=root, resume=True, progress=False) == run    # complete: nothing to do
     assert os.stat(run/"medlord.ipynb").st_mtime_ns == nb_mtime
