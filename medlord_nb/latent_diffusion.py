@@ -381,7 +381,8 @@ def reconstruction_psnr(vqgan:VQGAN, # trained VQ-GAN
     mse, flat = float(((rec - x) ** 2).mean()), float(((x - x.mean()) ** 2).mean())
     return {"protocol": "vqgan-recon-psnr-v1", "psnr_db": _psnr(mse), "mse_unit": mse,
             "flat_psnr_db": _psnr(flat), "perplexity": float(q.perplexity), "usage": float(q.usage),
-            "protocol_details": {"range": f"{prep.modality}: {prep.low:.6g} .. {prep.high:.6g} -> [-1, 1], data range 2", "grid": "working (after image_downsample)",
+            "protocol_details": {"range": (f"HU [{prep.low:g}, {prep.high:g}]" if prep.modality == "ct" else
+                                           f"MRI body percentiles ({prep.low:.6g}, {prep.high:.6g})") + " -> [-1, 1], data range 2", "grid": "working (after image_downsample)",
                                  "volume": name, "in_training_set": in_training_set, "shape": list(prep.image.shape),
                                  "latent": cfg.latent_kind, "spade_decoder": bool(vqgan.spade_label_channels),
                                  "flat_baseline": "the volume's own mean everywhere (what a collapsed autoencoder scores)",

@@ -218,7 +218,7 @@ def train_run(config:str|None=None, # a preset name or YAML file of the pipeline
     if resume:
         if not (run/"config.yaml").is_file():
             raise FileNotFoundError(f"{run}: no run to resume (config.yaml missing); start it without --resume")
-        old = load_yaml(run/"config.yaml")
+        old = {**S.config().to_dict(), **load_yaml(run/"config.yaml")}   # settings added since the run started: their defaults
         cfg = S.config.from_dict({**old, **user, "out_dir": str(run)})
         _check_changes(old, cfg.to_dict(), S.resume_keys, f"when resuming {run}")
     else: cfg = S.config.from_dict({**user, "out_dir": str(run)})
