@@ -299,6 +299,8 @@ def main(argv=None):
         print("   mean HU per label:", mean_hu)
         print("   voxels per label: ", counts, "| lung components (mL):", info["derived"], info["placement"])
     atomic_write(out / "manifest.json", (json.dumps(manifest, indent=1) + "\n").encode())
+    from build_mr_sample import write as write_mr                        # the MR sample (same archive) keeps its entry
+    write_mr(out, archives["totalsegmentator"])
     total = sum(v for s in manifest["samples"].values() for v in s["bytes"].values())
     print(f"wrote {out} ({total/1e6:.2f} MB of NIfTI)")
 

@@ -6,7 +6,7 @@ The stable entry points are re-exported here and imported lazily, so `import med
 
 _EXPORTS = {
     "load_sample": "data", "list_samples": "data", "load_volume": "data", "load_image_and_mask": "data",
-    "CTVolume": "data", "LABELS": "data", "hu_to_unit": "data", "unit_to_hu": "data",
+    "CTVolume": "data", "LABELS": "data", "hu_to_unit": "data", "unit_to_hu": "data", "to_unit": "data",
     "PatchSampler": "data", "global_coords": "data",
     "seed_everything": "core", "make_run_dir": "core",
     "montage": "viz", "orthoslices": "viz", "slice_browser": "viz", "view3d": "viz",

@@ -53,15 +53,18 @@ def run(experiment:str, # experiment name (see `medlord run --help`: demo, patch
         root:str="runs", # parent folder of runs
         param:list=None, # parameter override KEY=VALUE (YAML value), repeatable
         force:bool=False, # overwrite an existing run directory
+        resume:bool=False, # continue the run from its last finished stage (its own parameters; step counts may grow)
         dry_run:bool=False, # print the resolved parameters and exit
        ):
-    "Execute an experiment notebook with papermill into runs/<name>/."
+    "Execute an experiment notebook with papermill into runs/<name>/ (or continue one with --resume)."
     params = parse_params(param)
+    if force and resume: raise CLIError("pass --force (start over) or --resume (continue the run), not both")
     if dry_run:
         nb = find_experiment(experiment)
-        _print_yaml({"notebook": str(nb), "parameters": resolve_parameters(nb, params, config)}); return
+        _print_yaml({"notebook": str(nb), "parameters": resolve_parameters(nb, params, config), "resume": resume}); return
     logging.basicConfig(level=logging.INFO, format="%(message)s")    # papermill streams the notebook's output here
-    out = run_experiment(experiment, name=name, root=root, params=params, config=config, force=force, log_output=True, progress=False)
+    out = run_experiment(experiment, name=name, root=root, params=params, config=config, force=force, resume=resume, log_output=True,
+                         progress=False)
     print(f"run written to {out}")
 
 def demo(out:str="runs/demo", # run directory
@@ -159,17 +162,19 @@ def report(source:str, # run directory (runs/<name>) or a metrics JSON file
     print(f"report written to {make_report(source, out=out, format=format, title=title)}")
 
 # %% ../nbs/22_cli.ipynb #64f8f062
-def prepare(src:str, # folder of CT volumes (NIfTI / NRRD / MHA files or DICOM series) and their masks
+def prepare(src:str, # folder of CT or MRI volumes (NIfTI / NRRD / MHA files or DICOM series) and their masks
             out:str, # output folder of the dataset (its manifest is written there)
-            derive_masks:bool=False, # derive lung / vessel masks from HU for cases that have none
+            modality:Literal["ct", "mri"]="ct", # ct: values checked as HU; mri: scanner units, normalised by body percentiles later (recorded in the manifest)
+            derive_masks:bool=False, # derive lung / vessel masks from HU for cases that have none (CT only)
             force:bool=False, # replace an existing dataset in `out`
-            allow_odd_hu:bool=False, # import volumes whose values are not plausible HU (constant, or far outside -2000..4000) with a warning
+            allow_odd_hu:bool=False, # import volumes whose values are not plausible HU (constant, far outside -2000..4000, or no air) with a warning (CT only)
             quiet:bool=False, # no progress bar
             dry_run:bool=False, # print the resolved arguments and exit
            ):
-    "Check a folder of CT volumes (+ masks) and write a dataset (RAS NIfTI copies + manifest); optionally derive lung/vessel masks."
-    if dry_run: _print_yaml(dict(src=src, out=out, derive_masks=derive_masks, force=force, allow_odd_hu=allow_odd_hu)); return
-    print(summarize(prepare_dataset(src, out, derive_masks=derive_masks, force=force, allow_odd_hu=allow_odd_hu, progress=not quiet)))
+    "Check a folder of CT or MRI volumes (+ masks) and write a dataset (RAS NIfTI copies + manifest with the modality); optionally derive lung/vessel masks (CT)."
+    if dry_run: _print_yaml(dict(src=src, out=out, derive_masks=derive_masks, force=force, allow_odd_hu=allow_odd_hu, modality=modality)); return
+    print(summarize(prepare_dataset(src, out, modality=modality, derive_masks=derive_masks, force=force, allow_odd_hu=allow_odd_hu,
+                                    progress=not quiet)))
 
 # %% ../nbs/22_cli.ipynb #3e71d456
 def plan(pipeline:Literal["patch", "medlord", "med_lsdm", "latent"]="patch", # which pipeline to plan ('latent': the preset's latent system)

@@ -4,7 +4,7 @@
 
 # %% ../nbs/00_core.ipynb #f5c0a959
 from __future__ import annotations
-import os, io, errno, hashlib, json, random, re, shutil, tempfile, difflib, dataclasses, typing, contextlib
+import os, io, errno, hashlib, json, random, re, shutil, tempfile, time, difflib, dataclasses, typing, contextlib
 from pathlib import Path
 from typing import Any, Literal
 import numpy as np
@@ -12,11 +12,11 @@ import torch
 import yaml
 
 # %% auto #0
-__all__ = ['PRETRAINED_MANIFEST', 'seed_everything', 'get_device', 'autocast_dtype', 'autocast', 'gpu_available',
+__all__ = ['STAGES_FILE', 'PRETRAINED_MANIFEST', 'seed_everything', 'get_device', 'autocast_dtype', 'autocast', 'gpu_available',
            'unsqueeze_right', 'atomic_write', 'atomic_torch_save', 'save_json', 'save_yaml', 'load_json', 'load_yaml',
-           'ConfigError', 'Config', 'make_run_dir', 'write_metrics', 'find_repo_root', 'shipped_dirs', 'file_sha256',
-           'pretrained_manifests', 'pretrained_entry', 'pretrained_files', 'pretrained_file', 'parse_size',
-           'format_size', 'error_line']
+           'ConfigError', 'Config', 'make_run_dir', 'write_metrics', 'run_stages', 'mark_stage', 'find_repo_root',
+           'shipped_dirs', 'file_sha256', 'pretrained_manifests', 'pretrained_entry', 'pretrained_files',
+           'pretrained_file', 'parse_size', 'format_size', 'error_line']
 
 # %% ../nbs/00_core.ipynb #4f2d1e0c
 def seed_everything(seed:int=0, # seed for Python, NumPy and torch
@@ -241,6 +241,28 @@ def write_metrics(run:str|Path, # run directory
     cur.update(_to_builtin(metrics))
     save_json(cur, p)
     return cur
+
+# %% ../nbs/00_core.ipynb #b7167a74
+STAGES_FILE = "stages.json" # the run's record of finished stages
+
+def run_stages(run:str|Path, # run directory
+              ) -> dict: # {'stages': {name: info}, 'complete': bool}
+    "The stages a run has finished (empty when it has none yet)."
+    p = Path(run)/STAGES_FILE
+    rec = load_json(p) if p.is_file() else {}
+    return {"stages": dict(rec.get("stages", {})), "complete": bool(rec.get("complete", False))}
+
+def mark_stage(run:str|Path, # run directory
+               stage:str, # the stage's name, e.g. 'vqgan'
+               final:bool=False, # the run's last stage: the run is complete
+               **info, # what to record about it (steps, checkpoint, ...)
+              ) -> dict: # the updated record
+    "Record, atomically, that `stage` of the run finished (an earlier record of it is replaced)."
+    rec = run_stages(run)
+    rec["stages"][stage] = {**_to_builtin(info), "finished": time.strftime("%Y-%m-%dT%H:%M:%S")}
+    rec["complete"] = rec["complete"] or final
+    save_json(rec, Path(run)/STAGES_FILE)
+    return rec
 
 # %% ../nbs/00_core.ipynb #62a5a877
 _SHIPPED = {"experiments": "nbs/experiments", "configs": "configs", "pretrained": "pretrained"}   # kind -> folder in a clone

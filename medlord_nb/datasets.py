@@ -15,14 +15,14 @@ import torch
 from scipy import ndimage
 from tqdm.auto import tqdm
 from .core import save_json, load_json
-from .data import (LABELS, VESSEL_HU, CTVolume, load_volume, reorient, save_volume, derive_lung_vessels,
+from .data import (LABELS, VESSEL_HU, CTVolume, check_modality, require_ct, load_volume, reorient, save_volume, derive_lung_vessels,
                              _check_label_values, _inplane, _sha256, _spacing, _suffix, _SUFFIXES, _one_line,
                              list_samples, load_sample, load_image_and_mask, resample_volume)
 
 # %% auto #0
-__all__ = ['MANIFEST_FORMAT', 'MANIFEST_VERSION', 'Origin', 'MASK_SUFFIXES', 'MASK_DIRS', 'HU_PLAUSIBLE', 'LUNA16_COLUMNS',
-           'LUNA16_SEG_VALUES', 'DatasetWriter', 'Manifest', 'load_manifest', 'ManifestDataset', 'write_dicom_series',
-           'Case', 'FolderScan', 'scan_folder', 'check_hu', 'prepare', 'summarize', 'LunaNodule',
+__all__ = ['MANIFEST_FORMAT', 'MANIFEST_VERSION', 'Origin', 'MASK_SUFFIXES', 'MASK_DIRS', 'HU_PLAUSIBLE', 'AIR_SEEN_HU',
+           'LUNA16_COLUMNS', 'LUNA16_SEG_VALUES', 'DatasetWriter', 'Manifest', 'load_manifest', 'ManifestDataset',
+           'write_dicom_series', 'Case', 'FolderScan', 'scan_folder', 'check_hu', 'prepare', 'summarize', 'LunaNodule',
            'read_luna_annotations', 'check_metaimage', 'sphere_mask', 'ImportedCase', 'luna16_case', 'import_luna16',
            'import_pylidc', 'lidc_consensus', 'place_in_volume', 'lidc_frame_affine', 'lidc_nodule_mask',
            'find_lidc_series', 'lidc_case', 'import_lidc', 'is_dataset', 'expand_samples', 'load_case']
@@ -65,8 +65,9 @@ class DatasetWriter:
                  source:dict|None=None, # what the cases were made from (goes into the manifest)
                  label_names:dict[int,str]|None=None, # allowed label values; default `data.LABELS`
                  tool:str="medlord_nb.datasets", # who wrote it (goes into the manifest)
+                 modality:str="ct", # 'ct' (HU) or 'mri' (scanner units): recorded in the manifest, read by every system's preprocessing
                 ):
-        self.out, self.force = Path(out), force
+        self.out, self.force, self.modality = Path(out), force, check_modality(modality, "DatasetWriter")
         _check_out(self.out, force)
         self.label_names = {int(k): str(v) for k, v in (LABELS if label_names is None else label_names).items()}
         if 0 not in self.label_names or any(k < 0 or k > 255 for k in self.label_names):
@@ -78,7 +79,7 @@ class DatasetWriter:
 
     def add(self,
             case_id:str, # the case's name (file names are made from it)
-            vol:CTVolume, # image (HU) and optional labels, any orientation
+            vol:CTVolume, # image (HU, or MR signal for an MRI dataset) and optional labels, any orientation
             origins:dict[str, tuple[str, str]]|None=None, # label name -> (origin, how it was made); default annotated
             source:dict|None=None, # where this case came from
             extra:dict|None=None, # more facts for the manifest entry (nodule list, ...)
@@ -87,10 +88,12 @@ class DatasetWriter:
         cid = _safe_id(case_id)
         if any(c["case_id"] == cid for c in self.cases):
             raise ValueError(f"two cases are named {cid!r}; case names must be unique (rename one of the sources)")
+        if vol.modality not in (None, self.modality):
+            raise ValueError(f"case {cid}: an {vol.modality} volume in a {self.modality} dataset; a dataset holds one modality")
         img, aff = reorient(vol.image, vol.affine, "RAS")
         entry = dict(case_id=cid, image=f"images/{cid}.nii.gz", mask=None, shape=list(img.shape),
                      spacing=[round(s, 6) for s in _spacing(aff)], affine=np.round(aff, 6).tolist(), orientation="RAS",
-                     hu_range=[float(img.min()), float(img.max())])
+                     modality=self.modality, **{"hu_range" if self.modality == "ct" else "value_range": [float(img.min()), float(img.max())]})
         save_volume(self.tmp / entry["image"], img, aff, _store_dtype(img))
         sha, labels = {"image": _sha256(self.tmp / entry["image"])}, {}
         if vol.labels is not None:
@@ -115,7 +118,7 @@ class DatasetWriter:
     def finish(self) -> Path: # the written manifest.json
         "Write manifest.json and move the finished folder to `out` (replacing an old dataset only with `force`)."
         if not self.cases: raise ValueError("no case was written; nothing to save")
-        man = dict(format=MANIFEST_FORMAT, version=MANIFEST_VERSION, tool=self.tool, orientation="RAS",
+        man = dict(format=MANIFEST_FORMAT, version=MANIFEST_VERSION, tool=self.tool, orientation="RAS", modality=self.modality,
                    label_names={str(k): v for k, v in sorted(self.label_names.items())}, source=self.source,
                    n_cases=len(self.cases), cases=self.cases, skipped=self.skipped)
         save_json(man, self.tmp / "manifest.json")
@@ -148,6 +151,8 @@ class Manifest:
     def __len__(self): return len(self.cases)
     @property
     def names(self) -> list[str]: return [c["case_id"] for c in self.cases]
+    @property
+    def modality(self) -> str: return self.info.get("modality", "ct")  # manifests from before modalities hold CT
 
     def case(self, key:int|str) -> dict:
         "The entry of case number `key`, or of the case named `key`."
@@ -213,7 +218,8 @@ class ManifestDataset(torch.utils.data.Dataset):
         if list(img.shape) != list(c["shape"]):
             raise ValueError(f"{root / c['image']}: shape {img.shape} != {tuple(c['shape'])} in the manifest; the file changed, rebuild the dataset")
         files = {k: str(root / c[k]) for k in ("image", "mask") if c[k] is not None}
-        return CTVolume(img.image, lab, img.spacing, img.affine, self.manifest.label_names, c["case_id"], {"manifest": c, "files": files})
+        return CTVolume(img.image, lab, img.spacing, img.affine, self.manifest.label_names, c["case_id"], {"manifest": c, "files": files},
+                        c.get("modality", self.manifest.modality))
 
 def _check_grid(img:CTVolume, msk:CTVolume, image_path, mask_path, atol_mm:float=1e-3) -> None:
     "One-line error unless the mask (after RAS reorientation) lies on the image's grid."
@@ -346,27 +352,32 @@ def _label_names(src:Path, label_names:dict|None) -> dict[int, str]:
     return names
 
 HU_PLAUSIBLE = (-2000.0, 4000.0) # a CT in HU lies within this range (air -1000, metal up to ~3000; vendors pad with -1024 or -2048)
+AIR_SEEN_HU = -500.0 # a CT holds some air (around the body, in the lungs or bowel) or padding below this; an MRI's values start near 0
 
 def check_hu(image:np.ndarray, # the volume's values
              name:str, # how messages name it
              allow:bool=False, # warn instead of refusing
             ) -> None:
-    "Refuse (or, with `allow`, warn about) a volume that is not plausibly a CT in HU: constant, or values far outside [-2000, 4000]."
+    "Refuse (or, with `allow`, warn about) a volume that is not plausibly a CT in HU: constant, values far outside [-2000, 4000], or no air at all (an MRI?)."
     lo, hi = float(np.min(image)), float(np.max(image))
     why = ("is constant" if lo == hi else
-           None if HU_PLAUSIBLE[0] <= lo and hi <= HU_PLAUSIBLE[1] else f"has values {lo:,.6g} .. {hi:,.6g}, outside the plausible HU range "
-           f"{HU_PLAUSIBLE[0]:g} .. {HU_PLAUSIBLE[1]:g} (scaled? not a CT?)")
+           f"has values {lo:,.6g} .. {hi:,.6g}, outside the plausible HU range {HU_PLAUSIBLE[0]:g} .. {HU_PLAUSIBLE[1]:g} (scaled? not a CT?)"
+           if not (HU_PLAUSIBLE[0] <= lo and hi <= HU_PLAUSIBLE[1]) else
+           f"has no air (lowest value {lo:g}, a CT in HU has air near -1000 around the body or in the lungs): is it an MRI? "
+           f"prepare it with modality='mri' (--modality mri)" if lo > AIR_SEEN_HU else None)
     if why is None: return
     msg = f"{name}: the volume {why}" + (f" (value {lo:g})" if lo == hi else "")
     if not allow: raise ValueError(f"{msg}; rescale it to HU, or pass allow_odd_hu=True (--allow-odd-hu) to import it anyway")
     warnings.warn(f"{msg}; imported anyway (allow_odd_hu)", stacklevel=3)
 
-def _load_case(c:Case, names:dict[int,str], derive:bool, allow_odd_hu:bool=False) -> tuple[CTVolume, dict]:
+def _load_case(c:Case, names:dict[int,str], derive:bool, allow_odd_hu:bool=False, modality:str="ct") -> tuple[CTVolume, dict]:
     try: img = load_volume(c.image)
     except ValueError as e:
         if "pick one with series_id=" not in str(e): raise
         raise ValueError(f"{c.image}: folder holds several DICOM series; move each series into its own folder") from None
-    check_hu(img.image, str(c.image), allow_odd_hu)
+    if modality == "ct": check_hu(img.image, str(c.image), allow_odd_hu)
+    elif float(np.min(img.image)) == float(np.max(img.image)):
+        raise ValueError(f"{c.image}: the volume is constant (value {float(np.min(img.image)):g}); an MRI needs signal to normalise")
     lab, origins = None, {}
     if c.mask is not None:
         m = load_volume(c.mask)
@@ -374,18 +385,23 @@ def _load_case(c:Case, names:dict[int,str], derive:bool, allow_odd_hu:bool=False
         lab = _check_label_values(m.image, names, f"mask {c.mask}")
         if not lab.any(): raise ValueError(f"mask {c.mask} is empty (every voxel is 0); fix the export, or delete it (derive_masks can then add lung/vessel labels)")
     if derive and (lab is None or not np.isin(lab, (1, 2)).any()): lab, origins = _derive_into(img.image, img.spacing, lab, str(c.image))
-    return CTVolume(img.image, lab, img.spacing, img.affine, names, c.case_id), origins
+    return CTVolume(img.image, lab, img.spacing, img.affine, names, c.case_id, modality=modality), origins
 
 def prepare(src:str, # folder of scans: NIfTI/NRRD/MHA/MHD files and/or DICOM series folders, masks as in the table above
             out:str, # dataset folder to create (must not exist or be empty, unless force)
+            modality:str="ct", # 'ct' (values checked as HU) or 'mri' (any scanner units; normalised later by percentiles); recorded in the manifest
             derive_masks:bool=False, # derive lung/vessel labels from HU for cases whose mask has none
             allow_odd_hu:bool=False, # import volumes whose values are not plausible HU (constant, or far outside -2000..4000) with a warning
             force:bool=False, # replace an existing dataset folder
             label_names:dict[int,str]|None=None, # allowed label values; default SRC/labels.json or data.LABELS
             progress:bool=True, # tqdm bar over cases
            ) -> Path: # OUT/manifest.json
-    "Check every case of a folder of CT scans (+ masks) and write RAS NIfTI copies and a manifest into `out`."
+    "Check every case of a folder of CT or MRI scans (+ masks) and write RAS NIfTI copies and a manifest into `out`."
     src, out = Path(src), Path(out)
+    check_modality(modality, "prepare")
+    fix = "leave it off for MRI (give masks with the scans)"
+    if derive_masks: require_ct(modality, "derive_masks (lung and vessels from HU thresholds)", fix, f"prepare {src}")
+    if allow_odd_hu: require_ct(modality, "allow_odd_hu (the HU plausibility check)", "leave it off: MRI values are not checked as HU", f"prepare {src}")
     if not src.is_dir(): raise FileNotFoundError(f"{src}: no such folder; pass the folder that holds your scans")
     _check_out(out, force, src)
     names = _label_names(src, label_names)
@@ -395,10 +411,10 @@ def prepare(src:str, # folder of scans: NIfTI/NRRD/MHA/MHD files and/or DICOM se
     found = scan_folder(src)
     rel = lambda p: None if p is None else str(p.relative_to(src))
     with DatasetWriter(out, force, dict(dataset="folder", root=str(src.resolve()), derive_masks=derive_masks), names,
-                       "medlord_nb.datasets.prepare") as w:
+                       "medlord_nb.datasets.prepare", modality) as w:
         w.skipped = found.skipped
         for c in tqdm(found.cases, desc="prepare", disable=not progress, leave=False):
-            vol, origins = _load_case(c, names, derive_masks, allow_odd_hu)
+            vol, origins = _load_case(c, names, derive_masks, allow_odd_hu, modality)
             w.add(c.case_id, vol, origins, dict(image=rel(c.image), mask=rel(c.mask), format=c.format))
         return w.finish()
 
@@ -412,7 +428,8 @@ def summarize(manifest:str|Path|Manifest, # a manifest, its path or its folder
     labs = ", ".join(f"{k} {n}" for k, n in counts.items()) or "none"
     sk = len(m.info.get("skipped") or [])
     return (f"{len(m)} cases -> {m.root / 'manifest.json'}; with masks {sum(c['mask'] is not None for c in m.cases)}, with derived labels "
-            f"{sum(bool(c.get('derived')) for c in m.cases)}; cases per label: {labs}" + (f"; skipped {sk} file{'s' * (sk > 1)} (see manifest)" if sk else ""))
+            f"{sum(bool(c.get('derived')) for c in m.cases)}; cases per label: {labs}" + (f"; skipped {sk} file{'s' * (sk > 1)} (see manifest)" if sk else "")
+            + (f"; modality {m.modality}" if m.modality != "ct" else ""))
 
 # %% ../nbs/12_datasets.ipynb #4f653809
 LUNA16_COLUMNS = ("seriesuid", "coordX", "coordY", "coordZ", "diameter_mm")

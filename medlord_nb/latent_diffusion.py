@@ -16,8 +16,8 @@ import torch.nn.functional as F
 from torch._subclasses.fake_tensor import FakeTensorMode
 from monai.data import MetaTensor
 from monai.transforms import Flip, Resize, ResizeWithPadOrCrop, Rotate
-from .core import Config, ConfigError, seed_everything, get_device, save_json, load_json, format_size, pretrained_file
-from .data import CTVolume, hu_to_unit, unit_to_hu, PatchSampler, class_map
+from .core import Config, ConfigError, seed_everything, get_device, save_json, load_json, format_size, pretrained_file, mark_stage
+from .data import CTVolume, hu_to_unit, unit_to_hu, mri_to_unit, to_unit, MRI_PERCENTILES, PatchSampler, class_map
 from .schedules import NoiseSchedule
 from .samplers import DDPMSampler, DDIMSampler, DPMSolverPP2MSampler
 from .unet import UNet
@@ -33,13 +33,13 @@ from .memory import (check_budget, PlanError, register_planner, ModelSpec, Spec,
 
 # %% auto #0
 __all__ = ['ConditioningType', 'PerceptualNetwork', 'FitMode', 'SCALE_FILE', 'LatentDiffusionConfig', 'MedLoRDConfig',
-           'MedLSDMConfig', 'Prepared', 'to_source_grid', 'prepare', 'fit_prepared', 'unfit_prepared', 'prepare_data',
-           'crop_volume', 'condition_region', 'Augment', 'ImagePatches', 'build_perceptual', 'build_vqgan',
-           'train_vqgan_stage', 'reconstruction_psnr', 'reconstruction_report', 'encode_stage', 'make_condition',
-           'LatentBatches', 'unet_kwargs', 'build_unet', 'build_denoiser', 'LDMResult', 'train_ldm_stage',
-           'make_sampler', 'generate', 'sample_record', 'LatentModel', 'LatentRun', 'train_all', 'load_trained',
-           'prepare_classes', 'mask_classes', 'sample_latent', 'latent_shape', 'train_phase', 'denoise_phase',
-           'decode_phase', 'plan_latent']
+           'MedLSDMConfig', 'Prepared', 'to_source_grid', 'prepare', 'fit_prepared', 'unfit_prepared', 'prepare_volume',
+           'prepare_data', 'crop_volume', 'condition_region', 'Augment', 'ImagePatches', 'build_perceptual',
+           'build_vqgan', 'train_vqgan_stage', 'reconstruction_psnr', 'reconstruction_report', 'encode_stage',
+           'make_condition', 'LatentBatches', 'unet_kwargs', 'build_unet', 'build_denoiser', 'LDMResult',
+           'train_ldm_stage', 'make_sampler', 'generate', 'sample_record', 'LatentModel', 'LatentRun', 'train_all',
+           'load_trained', 'prepare_classes', 'mask_classes', 'sample_latent', 'latent_shape', 'train_phase',
+           'denoise_phase', 'decode_phase', 'plan_latent']
 
 # %% ../nbs/16_latent_diffusion.ipynb #d644cb9a
 ConditioningType = Literal["controlnet", "spade", "concat"]
@@ -55,6 +55,9 @@ class LatentDiffusionConfig(Config):
     labels: tuple[int, ...] = (1, 2, 3) # conditioning labels (lung, vessels, nodule); others become background
     body_class: bool = True # add a 'body' class (tissue inside the body, from HU) so air outside stays air
     image_downsample: tuple[int, int, int] = (2, 2, 1) # average-pool the CT by this per axis first ((1, 1, 1): full resolution)
+    modality: Literal["auto", "ct", "mri"] = "auto" # 'auto': each volume's recorded modality (sample or dataset manifest; files: CT); 'ct'/'mri' insist on it
+    hu_window: tuple[float, float]|None = None # CT only: HU mapped to [-1, 1] (None: [-1000, 1000]); an error on MRI
+    mri_percentiles: tuple[float, float] = (0.5, 99.5) # MRI only: percentiles of the body's signal mapped to -1 and +1
     recon_sample: str|None = "cta" # volume the VQ-GAN's reconstruction PSNR is measured on, held out of train_samples (None: the conditioning region)
     volume_size: tuple[int, int, int]|None = None # bring every working-grid volume to this shape first (MedLoRD: 512x512x256); None: as they are
     volume_fit: Literal["crop_pad", "resize"] = "crop_pad" # how: centre crop / pad with air, or trilinear resize (image and soft one-hot)
@@ -137,6 +140,13 @@ class LatentDiffusionConfig(Config):
             raise ConfigError(f"channels {self.channels} and attention_levels {self.attention_levels} need the same length")
         if not self.labels or 0 in self.labels: raise ConfigError(f"labels must be non-background label values, got {self.labels}")
         if any(d < 1 for d in self.image_downsample): raise ConfigError(f"image_downsample {self.image_downsample} must be >= 1 per axis")
+        if self.modality == "mri" and self.hu_window is not None:
+            raise ConfigError(f"hu_window={list(self.hu_window)} is a CT-only setting (Hounsfield units) but modality is 'mri'; set hu_window: null "
+                              f"(MRI is normalised by mri_percentiles inside the body)")
+        if self.hu_window is not None and not (len(self.hu_window) == 2 and self.hu_window[0] < self.hu_window[1]):
+            raise ConfigError(f"hu_window {self.hu_window} must be [low, high] HU with low < high, e.g. [-1000, 1000], or null")
+        if not (len(self.mri_percentiles) == 2 and 0 <= self.mri_percentiles[0] < self.mri_percentiles[1] <= 100):
+            raise ConfigError(f"mri_percentiles {self.mri_percentiles} must be [low, high] within 0..100 with low < high, e.g. [0.5, 99.5]")
         if self.spacing is not None and (len(self.spacing) != 3 or min(self.spacing) <= 0):
             raise ConfigError(f"spacing {self.spacing} must be 3 positive voxel sizes in mm, e.g. [1.5, 1.5, 5.0], or null")
         if not self.vqgan_channels: raise ConfigError("vqgan_channels needs one width per 2x downsampling, e.g. (128, 256) for 4x")
@@ -238,6 +248,9 @@ class Prepared(NamedTuple):
     classes: np.ndarray # (X', Y', Z') uint8 argmax of `onehot`
     source_shape: tuple[int, ...] # shape of the source volume
     downsample: tuple[int, ...] # pooling factor per axis
+    modality: str = "ct" # 'ct' or 'mri': how the image was normalised
+    low: float = -1000. # source value (HU, or MR signal) that became -1
+    high: float = 1000. # source value that became +1
     fit: str|None = None # 'crop_pad' or 'resize' when `fit_prepared` brought it to a fixed size
     fit_shape: tuple[int, ...]|None = None # the working-grid shape before that
 
@@ -261,19 +274,24 @@ def to_source_grid(x:np.ndarray|torch.Tensor, # (X', Y', Z') volume on the worki
     if any(a < b for a, b in zip(t.shape, shape)): raise ValueError(f"working volume {tuple(x.shape)} x {tuple(downsample)} is smaller than {tuple(shape)}")
     return t[tuple(slice(0, int(s)) for s in shape)].numpy()
 
-def prepare(vol:CTVolume, # a volume with labels (HU image)
+def prepare(vol:CTVolume, # a volume with labels (HU image, or MRI with `vol.modality == 'mri'`)
             labels:Sequence[int], # conditioning label values, in class order 1..n
             body:bool=True, # add class n+1 for the rest of the body (see `data.class_map`)
             downsample:Sequence[int]=(1, 1, 1), # average-pooling factor per axis
+            modality:str="auto", # 'auto' (the volume's recorded modality), 'ct' or 'mri' (see `data.to_unit`)
+            hu_window:Sequence[float]|None=None, # CT: HU mapped to [-1, 1] (None: [-1000, 1000]); refused for MRI
+            percentiles:Sequence[float]=MRI_PERCENTILES, # MRI: body percentiles mapped to -1 and +1
            ) -> Prepared:
-    "The model's view of a volume: unit image and soft one-hot classes on the (pooled) working grid."
+    "The model's view of a volume: unit image (`data.to_unit`) and soft one-hot classes on the (pooled) working grid."
     if vol.labels is None: raise ValueError(f"volume {vol.name!r} has no label map; the latent systems condition on masks")
-    x, cls = hu_to_unit(vol.image).astype(np.float32), class_map(vol.labels, labels, body, image=vol.image, name=vol.name or "volume", spacing=vol.spacing)
+    u = to_unit(vol, modality, hu_window, percentiles)
+    x, cls = u.image, class_map(vol.labels, labels, body, image=vol.image, name=vol.name or "volume", spacing=vol.spacing, modality=u.modality)
     k = len(labels) + 1 + int(body)
     oh = torch.nn.functional.one_hot(torch.from_numpy(cls.astype(np.int64)), k).movedim(-1, 0).float()
     img = _pool(torch.from_numpy(x)[None], downsample)[0]
     oh = _pool(oh, downsample)
-    return Prepared(img.numpy(), oh.numpy(), oh.argmax(0).to(torch.uint8).numpy(), tuple(vol.shape), tuple(int(d) for d in downsample))
+    return Prepared(img.numpy(), oh.numpy(), oh.argmax(0).to(torch.uint8).numpy(), tuple(vol.shape), tuple(int(d) for d in downsample),
+                    u.modality, u.low, u.high)
 
 def _plain(t:torch.Tensor) -> torch.Tensor: return t.as_tensor() if isinstance(t, MetaTensor) else t   # MONAI returns MetaTensors
 
@@ -309,11 +327,21 @@ def unfit_prepared(x:np.ndarray|torch.Tensor, # (X, Y, Z) volume on the fitted g
         else: a = n // 2 - m // 2; sl.append(slice(None)); pads.append((a, n - m - a))
     return F.pad(t[tuple(sl)], [q for pr in reversed(pads) for q in pr], value=-1.0)
 
-def prepare_data(cfg:LatentDiffusionConfig, # settings (train_samples, labels, body_class, image_downsample, volume_size)
+def prepare_volume(vol:CTVolume, # a volume with labels
+                   cfg:LatentDiffusionConfig, # settings (labels, body_class, image_downsample, modality, hu_window, mri_percentiles)
+                  ) -> Prepared:
+    "`prepare` with a config's settings."
+    return prepare(vol, cfg.labels, cfg.body_class, cfg.image_downsample, cfg.modality, cfg.hu_window, cfg.mri_percentiles)
+
+def prepare_data(cfg:LatentDiffusionConfig, # settings (train_samples, labels, body_class, image_downsample, modality, volume_size, ...)
                 ) -> dict[str, Prepared]: # name -> prepared volume
-    "Load and prepare every training volume (dataset folders expanded to their cases), at `volume_size` when one is set."
-    return {s: fit_prepared(prepare(load_case(s, cfg.spacing), cfg.labels, cfg.body_class, cfg.image_downsample), cfg.volume_size, cfg.volume_fit)
-            for s in expand_samples(cfg.train_samples)}
+    "Load and prepare every training volume (dataset folders expanded to their cases; one modality for all), at `volume_size` when one is set."
+    out = {s: fit_prepared(prepare_volume(load_case(s, cfg.spacing), cfg), cfg.volume_size, cfg.volume_fit) for s in expand_samples(cfg.train_samples)}
+    mods = {s: p.modality for s, p in out.items()}
+    if len(set(mods.values())) > 1:
+        raise ValueError(f"train_samples mix modalities ({', '.join(f'{s}: {m}' for s, m in mods.items())}); a model learns one: "
+                         f"train CT and MRI separately")
+    return out
 
 # %% ../nbs/16_latent_diffusion.ipynb #78d3c14a
 def crop_volume(vol:CTVolume, # source volume
@@ -327,7 +355,7 @@ def crop_volume(vol:CTVolume, # source volume
     sl = tuple(slice(a, a + b) for a, b in zip(start, size))
     aff = vol.affine.copy(); aff[:3, 3] = vol.affine[:3, :3] @ np.asarray(start, float) + vol.affine[:3, 3]
     return CTVolume(vol.image[sl], None if vol.labels is None else vol.labels[sl], vol.spacing, aff, vol.label_names,
-                    f"{vol.name}-crop", {**vol.meta, "crop_start": start, "crop_size": size})
+                    f"{vol.name}-crop", {**vol.meta, "crop_start": start, "crop_size": size}, vol.modality)
 
 def condition_region(vol:CTVolume, # the conditioning volume
                      cfg:LatentDiffusionConfig, # settings (ldm_crop, image_downsample)
@@ -445,8 +473,9 @@ def train_vqgan_stage(cfg:LatentDiffusionConfig, # settings
                            cfg.downsample_factor, with_seg=bool(vq.spade_label_channels), augment=aug if aug != Augment() else None)
     tr = VQGANTrainer(vq, disc, batches, cfg.vqgan_train_config(len(data)), cfg.device, Path(run)/"checkpoints"/"vqgan" if run else None,
                       perceptual=perc, progress=progress)
-    tr.fit()
+    tr.fit()                                                                # a finished checkpoint: loaded, nothing trained
     tr.model.eval()
+    if run: mark_stage(run, "vqgan", steps=tr.step, checkpoint="checkpoints/vqgan/last.pt")
     return tr
 
 def _psnr(mse:float) -> float: return 10 * math.log10(4.0 / max(mse, 1e-12))      # data range 2 (model units)
@@ -467,7 +496,8 @@ def reconstruction_psnr(vqgan:VQGAN, # trained VQ-GAN
     mse, flat = float(((rec - x) ** 2).mean()), float(((x - x.mean()) ** 2).mean())
     return {"protocol": "vqgan-recon-psnr-v1", "psnr_db": _psnr(mse), "mse_unit": mse,
             "flat_psnr_db": _psnr(flat), "perplexity": float(q.perplexity), "usage": float(q.usage),
-            "protocol_details": {"range": "HU [-1000, 1000] -> [-1, 1], data range 2", "grid": "working (after image_downsample)",
+            "protocol_details": {"range": (f"HU [{prep.low:g}, {prep.high:g}]" if prep.modality == "ct" else
+                                           f"MRI body percentiles ({prep.low:.6g}, {prep.high:.6g})") + " -> [-1, 1], data range 2", "grid": "working (after image_downsample)",
                                  "volume": name, "in_training_set": in_training_set, "shape": list(prep.image.shape),
                                  "latent": cfg.latent_kind, "spade_decoder": bool(vqgan.spade_label_channels),
                                  "flat_baseline": "the volume's own mean everywhere (what a collapsed autoencoder scores)",
@@ -481,7 +511,7 @@ def reconstruction_report(vqgan:VQGAN, # trained VQ-GAN
     if cfg.recon_sample is not None: spec, vol = cfg.recon_sample, load_case(cfg.recon_sample, cfg.spacing)
     elif region is not None: spec, vol = cfg.condition_sample, region
     else: raise ValueError("recon_sample is None, so the PSNR is measured on the conditioning region: pass region=condition_region(...)")
-    prep = prepare(vol, cfg.labels, cfg.body_class, cfg.image_downsample)
+    prep = prepare_volume(vol, cfg)
     return reconstruction_psnr(vqgan, prep, cfg, name=vol.name, in_training_set=str(spec) in expand_samples(cfg.train_samples))
 
 # %% ../nbs/16_latent_diffusion.ipynb #db1e15b7
@@ -491,8 +521,10 @@ def encode_stage(vqgan:VQGAN, # trained VQ-GAN
                  run:str|Path|None=None, # run directory: cache in run/latents
                 ) -> LatentSet:
     "Stage 2: whole-volume latents of the training set (cached), with their scale factor."
-    return encode_dataset(vqgan, {k: v.image for k, v in data.items()}, cfg.latent_kind, Path(run)/"latents" if run else None,
-                          rebuild=cfg.rebuild_latents, device=cfg.device, amp=cfg.amp)
+    lat = encode_dataset(vqgan, {k: v.image for k, v in data.items()}, cfg.latent_kind, Path(run)/"latents" if run else None,
+                         rebuild=cfg.rebuild_latents, device=cfg.device, amp=cfg.amp)
+    if run: mark_stage(run, "encode", volumes=list(lat.latents), scale_factor=lat.scale_factor, cache="latents")
+    return lat
 
 # %% ../nbs/16_latent_diffusion.ipynb #f68d4a51
 def make_condition(prep_onehot:np.ndarray|torch.Tensor, # (K, X', Y', Z') soft one-hot on the working grid
@@ -622,12 +654,14 @@ def train_ldm_stage(cfg:LatentDiffusionConfig, # settings
         base_tr = Trainer(build_unet(cfg), sched, LatentBatches(zs, None, cfg.batch_size, crop), cfg.train_config(cfg.base_steps),
                           cfg.device, ck("ldm_base"), progress=progress)
         base_tr.fit()
+        if run: mark_stage(run, "ldm_base", steps=base_tr.step, checkpoint="checkpoints/ldm_base/last.pt")
         seed_everything(cfg.seed + 1)
         model = build_denoiser(cfg, copy.deepcopy(base_tr.eval_model))
     else: model = build_denoiser(cfg)
     tr = Trainer(model, sched, LatentBatches(zs, conds, cfg.batch_size, crop, cf), cfg.train_config(seed=cfg.seed + 1),
                  cfg.device, ck("ldm"), progress=progress)
     tr.fit()
+    if run: mark_stage(run, "ldm", steps=tr.step, checkpoint="checkpoints/ldm/last.pt")
     return LDMResult(tr.eval_model, tr, base_tr, scale)
 
 # %% ../nbs/16_latent_diffusion.ipynb #4116670f
@@ -643,8 +677,8 @@ def generate(model:nn.Module, # trained conditioned latent denoiser (LDMResult.m
              prep:Prepared, # the prepared conditioning region (its one-hot is the condition)
              seed:int|None=None, # noise seed (default cfg.seed)
              progress:bool=True, # tqdm bar over steps
-            ) -> np.ndarray: # generated volume in HU on the SOURCE grid of `prep`
-    "Sample one whole latent conditioned on a mask, decode it (a SPADE decoder reads the mask too), and return HU on the source grid."
+            ) -> np.ndarray: # generated volume in HU (an MRI: the conditioning volume's signal units) on the SOURCE grid of `prep`
+    "Sample one whole latent conditioned on a mask, decode it (a SPADE decoder reads the mask too), and return HU (or MR signal) on the source grid."
     prep = fit_prepared(prep, cfg.volume_size, cfg.volume_fit)         # at the size the model was trained at (if it has one)
     if cfg.budget is not None:                                   # denoising and decoding the whole volume must fit first
         for phase in ("denoise", "decode"): _check_budget(cfg, prep.image.shape, phase)
@@ -657,7 +691,8 @@ def generate(model:nn.Module, # trained conditioned latent denoiser (LDMResult.m
     seg = torch.from_numpy(np.asarray(prep.onehot)).float()[None] if vqgan.spade_label_channels else None   # the VQ-GAN pads it like the image
     g = torch.Generator().manual_seed(cfg.seed if seed is None else seed)
     x = ld.sample(make_sampler(cfg), prep.image.shape, cond, generator=g, amp=cfg.amp, progress=progress, model_kwargs=kw, seg=seg)
-    return unit_to_hu(to_source_grid(unfit_prepared(x[0, 0].clamp(-1, 1).float().cpu(), prep), prep.downsample, prep.source_shape)).astype(np.float32)
+    y = to_source_grid(unfit_prepared(x[0, 0].clamp(-1, 1).float().cpu(), prep), prep.downsample, prep.source_shape)
+    return unit_to_hu(y, prep.low, prep.high).astype(np.float32)               # the inverse of the map `prepare` used (to_unit)
 
 # %% ../nbs/16_latent_diffusion.ipynb #f1957b15
 def sample_record(cfg:LatentDiffusionConfig, # settings
@@ -752,7 +787,7 @@ def load_trained(cfg:LatentDiffusionConfig, # the run's config
 
 def prepare_classes(classes:np.ndarray, # (X, Y, Z) class map: 0 background, 1..n the labels, n+1 body (as `prepare`)
                     cfg:LatentDiffusionConfig, # settings (num_classes, image_downsample)
-                    image_hu:np.ndarray|None=None, # the CT on the same grid (only fills `Prepared.image`; zeros without it)
+                    image_hu:np.ndarray|None=None, # the CT (or MRI, when cfg.modality is 'mri') on the same grid (only fills `Prepared.image`; zeros without it)
                    ) -> Prepared:
     "A class map (e.g. from a mask file) as the `Prepared` condition `generate` takes: soft one-hot pooled as in training."
     cls = torch.from_numpy(np.asarray(classes).astype(np.int64))
@@ -761,9 +796,14 @@ def prepare_classes(classes:np.ndarray, # (X, Y, Z) class map: 0 background, 1..
         raise ValueError(f"class map values must be in 0..{cfg.num_classes - 1} (background, labels {list(cfg.labels)}"
                          f"{', body' if cfg.body_class else ''}), got {int(cls.min())}..{int(cls.max())}")
     oh = _pool(F.one_hot(cls, cfg.num_classes).movedim(-1, 0).float(), cfg.image_downsample)
-    x = torch.from_numpy(hu_to_unit(np.asarray(image_hu, np.float32))) if image_hu is not None else torch.zeros(cls.shape)
+    mri = cfg.modality == "mri"                                              # a mask file records no modality: the config decides
+    lo, hi = (-1., 1.) if mri else tuple(cfg.hu_window or (-1000., 1000.))  # an MRI without its image: samples stay in model units
+    if image_hu is None: x = torch.zeros(cls.shape)
+    elif mri: x, lo, hi = mri_to_unit(np.asarray(image_hu, np.float32), None, cfg.mri_percentiles); x = torch.from_numpy(x)
+    else: x = torch.from_numpy(hu_to_unit(np.asarray(image_hu, np.float32), lo, hi))
     img = _pool(x.float()[None], cfg.image_downsample)[0]
-    return Prepared(img.numpy(), oh.numpy(), oh.argmax(0).to(torch.uint8).numpy(), tuple(cls.shape), tuple(int(d) for d in cfg.image_downsample))
+    return Prepared(img.numpy(), oh.numpy(), oh.argmax(0).to(torch.uint8).numpy(), tuple(cls.shape), tuple(int(d) for d in cfg.image_downsample),
+                    "mri" if mri else "ct", float(lo), float(hi))
 
 def mask_classes(cfg:LatentDiffusionConfig, # the trained model's settings
                  labels:np.ndarray, # a mask (X, Y, Z) in the label convention, 255 = body outline
@@ -771,7 +811,8 @@ def mask_classes(cfg:LatentDiffusionConfig, # the trained model's settings
                  name:str="mask", # how errors name the mask
                 ) -> Prepared: # the condition `generate` takes
     "A mask file's labels as this model's condition; one-line errors for empty masks, missing body outlines and too-small volumes."
-    cls = class_map(labels, cfg.labels, cfg.body_class, image=image, name=name, spacing=cfg.spacing or (1.5, 1.5, 5.0))
+    cls = class_map(labels, cfg.labels, cfg.body_class, image=image, name=name, spacing=cfg.spacing or (1.5, 1.5, 5.0),
+                    modality="mri" if cfg.modality == "mri" else "ct")
     need = [d * cfg.downsample_factor * 2 ** len(cfg.channels) for d in cfg.image_downsample]   # deepest U-Net level >= 2 voxels
     if any(s < n for s, n in zip(cls.shape, need)):
         raise ValueError(f"{name}: mask shape {cls.shape} is too small for this model (image_downsample x VQ-GAN factor x U-Net "

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 from .core import Config, ConfigError, seed_everything, get_device, parse_size
-from .data import CTVolume, hu_to_unit, unit_to_hu, one_hot, global_coords, PatchSampler, class_map
+from .data import CTVolume, hu_to_unit, unit_to_hu, to_unit, one_hot, global_coords, PatchSampler, class_map
 from .schedules import NoiseSchedule
 from .samplers import DDPMSampler, DDIMSampler, DPMSolverPP2MSampler
 from .unet import UNet
@@ -96,14 +96,15 @@ class PatchDDPMConfig(Config):
         return NoiseSchedule(self.schedule, self.num_train_timesteps, prediction_type=self.prediction_type)
 
 # %% ../nbs/15_patch_ddpm.ipynb #9a7dc678
-def prepare(vol:CTVolume, # a volume with labels (HU image)
+def prepare(vol:CTVolume, # a volume with labels (HU image; an MRI is normalised by its recorded modality, see `data.to_unit`)
             labels:Sequence[int], # conditioning label values, in class order 1..n
-            body:bool=True, # add class n+1 for the rest of the body (from `data.body_mask`)
+            body:bool=True, # add class n+1 for the rest of the body (from `data.foreground_mask`)
            ) -> tuple[np.ndarray, np.ndarray]: # (image in [-1, 1] float32, class map uint8)
     "The model's view of a volume: unit-range image and class map."
     if vol.labels is None: raise ValueError(f"volume {vol.name!r} has no label map; the patch DDPM needs masks to condition on")
-    cls = class_map(vol.labels, labels, body, image=vol.image, name=vol.name or "volume", spacing=vol.spacing)
-    return hu_to_unit(vol.image).astype(np.float32), cls
+    u = to_unit(vol)                                                           # the one normalisation (data room): CT window or MRI percentiles
+    cls = class_map(vol.labels, labels, body, image=vol.image, name=vol.name or "volume", spacing=vol.spacing, modality=u.modality)
+    return u.image, cls
 
 def mask_classes(cfg:PatchDDPMConfig, # the trained model's settings (labels, body class, U-Net depth)
                  labels:np.ndarray, # a mask (X, Y, Z) in the label convention, 255 = body outline

@@ -4,7 +4,7 @@
 
 # %% ../nbs/20_runner.ipynb #a6730391
 from __future__ import annotations
-import ast, contextlib, os, time, datetime, dataclasses, types
+import ast, contextlib, logging, os, time, datetime, dataclasses, types
 from pathlib import Path
 from typing import Any, Callable, NamedTuple, Sequence
 import numpy as np
@@ -13,13 +13,15 @@ import torch
 import torch.distributed as dist
 from matplotlib.figure import Figure
 from .core import (Config, ConfigError, make_run_dir, load_yaml, save_yaml, load_json, save_json, write_metrics, error_line,
-                             find_repo_root, shipped_dirs)
+                             find_repo_root, shipped_dirs, run_stages, _to_builtin)
 from .data import read_mask, save_volume, resample_volume, CTVolume
 from .viz import save_figure
 from .training import dist_info, init_distributed, load_weights
 from . import patch_ddpm as pd, latent_diffusion as ld
 from .presets import PIPELINES, read_config, preset_pipeline
 from .zoo import pretrained_run
+
+_log = logging.getLogger(__name__)
 
 # %% auto #0
 __all__ = ['SYSTEMS', 'params_from_globals', 'resolve_out_dir', 'find_experiment', 'resolve_parameters', 'run_experiment',
@@ -80,24 +82,56 @@ def resolve_parameters(notebook:str|Path, # experiment name or notebook path
         except (ValueError, SyntaxError): defaults[k] = v["default"]          # an expression: kept as its source text
     return {**defaults, **cfg, **(params or {})}
 
+_EXPERIMENT_RESUME = ("out_dir", "device", "ckpt_every", "budget", "amp") # besides every '*steps' count: may change on --resume
+
+def _resume_parameters(run:Path, nb:Path, new:dict) -> tuple[dict, dict]:
+    "The run's recorded parameters with the allowed changes in `new`, and its run.yaml; one-line errors otherwise."
+    if not run.is_dir(): raise FileNotFoundError(f"{run}: no such run to resume; start it without --resume")
+    if not (run/"run.yaml").is_file():
+        raise FileNotFoundError(f"{run}: not a run of `medlord run` (no run.yaml), so it cannot be resumed; pick another --name, or --force")
+    rec = load_yaml(run/"run.yaml")
+    if Path(rec["notebook"]).stem != nb.stem:
+        raise ValueError(f"{run} is a run of the {Path(rec['notebook']).stem!r} experiment, not {nb.stem!r}; resume it with that one")
+    old = dict(rec.get("parameters") or {})
+    diff = {k: (old.get(k), v) for k, v in _to_builtin(new).items()
+            if _to_builtin(old.get(k)) != v and k not in _EXPERIMENT_RESUME and not k.endswith("steps")}
+    if diff:
+        raise ConfigError(f"cannot change {', '.join(f'{k} ({a!r} -> {b!r})' for k, (a, b) in diff.items())} when resuming {run}; only the "
+                          f"step counts and {', '.join(_EXPERIMENT_RESUME[1:])} may change; start a new run (another --name, or --force)")
+    return {**old, **_to_builtin(new)}, rec
+
 def run_experiment(notebook:str|Path, # experiment name or notebook path
                    name:str|None=None, # run name (folder under `root`); the experiment name by default
                    root:str|Path="runs", # parent folder of runs
                    params:dict|None=None, # parameter overrides (win over `config`)
                    config:str|Path|None=None, # a preset name or YAML file of parameters
                    force:bool=False, # overwrite an existing run directory
+                   resume:bool=False, # continue the run in `root/name` from its last finished stage (its own parameters; step counts may grow)
                    timeout:int|None=None, # per-cell timeout in seconds
                    log_output:bool=False, # stream the notebook's output to this process's log
                    progress:bool=True, # papermill progress bar
                   ) -> Path: # the run directory
     "Execute an experiment notebook with papermill into `root/name/` (params.yaml, run.yaml, the executed notebook) and return the run directory."
+    if force and resume: raise ValueError("pass force (start over) or resume (continue the run), not both")
     nb = find_experiment(notebook)
     merged = {**(read_config(str(config)) if config else {}), **(params or {})}   # a preset name or a YAML file
-    resolved = resolve_parameters(nb, params, config)
-    run = make_run_dir(name or nb.stem, root=root, force=force)
+    head = {"notebook": str(nb), "config": str(config) if config else None}
+    if resume:
+        run = Path(root)/(name or nb.stem)
+        merged, rec = _resume_parameters(run, nb, merged)
+        st = run_stages(run)
+        if st["complete"] and merged == rec.get("parameters"):
+            _log.info(f"{run}: every stage is finished ({', '.join(st['stages'])}); nothing to resume"); return run
+        _log.info(f"resuming {run}; finished stages: {', '.join(st['stages']) or 'none'} (they are loaded, not trained again)")
+        head = {**{k: rec.get(k) for k in ("notebook", "config")}, "resumed": [*rec.get("resumed", []), time.strftime("%Y-%m-%dT%H:%M:%S")]}
+        run = make_run_dir(run.name, root=run.parent, resume=True)
+        resolved = {**resolve_parameters(nb), **merged}
+    else:
+        resolved = resolve_parameters(nb, params, config)
+        run = make_run_dir(name or nb.stem, root=root, force=force)
     merged["out_dir"] = resolved["out_dir"] = str(run.resolve())
     save_yaml(resolved, run/"params.yaml")                  # the notebook may rewrite it with its validated config
-    save_yaml({"notebook": str(nb), "config": str(config) if config else None, "parameters": merged}, run/"run.yaml")
+    save_yaml({**head, "parameters": merged}, run/"run.yaml")
     partial, headless = run/f".{nb.stem}.partial.ipynb", os.environ.get("MEDLORD_NB_HEADLESS")
     os.environ["MEDLORD_NB_HEADLESS"] = "1"     # inherited by the kernel: viewers fall back, no hangs
     try:
@@ -184,7 +218,7 @@ def train_run(config:str|None=None, # a preset name or YAML file of the pipeline
     if resume:
         if not (run/"config.yaml").is_file():
             raise FileNotFoundError(f"{run}: no run to resume (config.yaml missing); start it without --resume")
-        old = load_yaml(run/"config.yaml")
+        old = {**S.config().to_dict(), **load_yaml(run/"config.yaml")}   # settings added since the run started: their defaults
         cfg = S.config.from_dict({**old, **user, "out_dir": str(run)})
         _check_changes(old, cfg.to_dict(), S.resume_keys, f"when resuming {run}")
     else: cfg = S.config.from_dict({**user, "out_dir": str(run)})

@@ -302,7 +302,7 @@ class Trainer:
     def fit(self, steps:int|None=None, # stop after this many total steps (default cfg.steps)
            ) -> list:
         "Train until `steps` (or cfg.steps) total steps; returns the loss history [(step, loss, lr), ...]."
-        end = min(steps or self.cfg.steps, self.cfg.steps)
+        end, start = min(steps or self.cfg.steps, self.cfg.steps), self.step
         bar = tqdm(total=end, initial=self.step, disable=not (self.progress and self.is_main), desc="train", leave=False)
         win = self.loss_window
         while self.step < end:
@@ -312,7 +312,7 @@ class Trainer:
                 win[0], win[1] = 0.0, 0
             if self.ckpt_dir and self.cfg.ckpt_every and self.step % self.cfg.ckpt_every == 0: self.save()
         bar.close()
-        if self.ckpt_dir: self.save()
+        if self.ckpt_dir and self.step > start: self.save()     # a finished run, resumed, is loaded and left as it is on disk
         return self.history
 
     @property

@@ -764,7 +764,7 @@ class VQGANTrainer:
     def fit(self, steps:int|None=None, # stop after this many total steps (default cfg.steps)
            ) -> list[dict]:
         "Train until `steps` (or cfg.steps) total steps; returns the history (one dict per logged step)."
-        end = min(steps or self.cfg.steps, self.cfg.steps)
+        end, start = min(steps or self.cfg.steps, self.cfg.steps), self.step
         bar = tqdm(total=end, initial=self.step, disable=not self.progress, desc="vqgan", leave=False)
         acc = []
         while self.step < end:
@@ -777,7 +777,7 @@ class VQGANTrainer:
                 self.history.append(row); bar.set_postfix(l1=f"{row['l1']:.4f}", ppl=f"{row['perplexity']:.1f}"); acc = []
             if self.ckpt_dir and self.cfg.ckpt_every and self.step % self.cfg.ckpt_every == 0: self.save()
         bar.close()
-        if self.ckpt_dir: self.save()
+        if self.ckpt_dir and self.step > start: self.save()     # a finished run, resumed, is loaded and left as it is on disk
         return self.history
 
     def plot_history(self, keys:Sequence[str]=("l1", "spectral", "commit", "adv_g", "d_loss"), # losses to plot (log scale)

@@ -137,7 +137,7 @@ def test_plan_fits_and_json(capsys):
 def test_prepare_wired(tmp_path, capsys):
     rc, out, err = call(capsys, "prepare", tmp_path/"src", tmp_path/"ds", "--derive_masks", "--dry_run")
     assert rc == 0 and yaml.safe_load(out) == {"src": str(tmp_path/"src"), "out": str(tmp_path/"ds"), "derive_masks": True, "force": False,
-                                                        "allow_odd_hu": False}
+                                                        "allow_odd_hu": False, "modality": "ct"}
     rc, out, err = call(capsys, "prepare", tmp_path/"nope", tmp_path/"ds")       # missing folder (or no datasets module): one line
     one_line_error(rc, err, "prepare")
     pytest.importorskip("medlord_nb.datasets")

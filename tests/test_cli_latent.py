@@ -33,7 +33,7 @@ def test_latent_train_resume_sample(system, case, capsys):
     rc, out, err = call(capsys, "train", "--pipeline", system, "--root", runs, "--name", system, "--quiet", *params(system))
     assert rc == 0, err
     r = runs/system
-    assert sorted(p.name for p in r.iterdir()) == ["checkpoints", "config.yaml", "latents", "loss.png", "metrics.json", "params.yaml"]
+    assert sorted(p.name for p in r.iterdir()) == ["checkpoints", "config.yaml", "latents", "loss.png", "metrics.json", "params.yaml", "stages.json"]
     stages = ["ldm", "vqgan"] + (["ldm_base"] if system == "medlord" else [])
     assert sorted(p.name for p in (r/"checkpoints").iterdir()) == sorted(stages)
     for s in stages: assert (r/"checkpoints"/s/"last.pt").stat().st_size > 0, s

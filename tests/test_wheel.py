@@ -39,7 +39,7 @@ def wheel(tmp_path_factory):
 def test_wheel_contains_samples(wheel):
     names = zipfile.ZipFile(wheel).namelist()
     manifest = json.loads((ROOT/"medlord_nb/samples/manifest.json").read_text(encoding="utf-8"))
-    for s in ("lung1", "lung2", "cta"):
+    for s in ("lung1", "lung2", "cta", "mr_abdomen"):
         assert s in manifest["samples"], s
         for kind in ("image", "labels"): assert f"medlord_nb/samples/{s}_{kind}.nii.gz" in names, (s, kind)
     assert "medlord_nb/samples/manifest.json" in names
