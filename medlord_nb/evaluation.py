@@ -29,7 +29,7 @@ __all__ = ['ADHERENCE_THRESHOLDS', 'Plane', 'SOFT_TISSUE', 'COMPOSITION_HU', 'Me
            'TileFeatures', 'TileExtractor', 'tile_fid', 'msssim_settings', 'diversity', 'paired_similarity',
            'inplane_texture', 'soft_tissue_region', 'structure_fidelity', 'body_composition', 'mask_adherence',
            'memorisation', 'volume_stem', 'list_volume_files', 'pair_masks', 'evaluate_folders', 'ResolvedSegmenter',
-           'resolve_segmenter', 'evaluate_paths']
+           'resolve_segmenter', 'evaluate_paths', 'paper_metrics']
 
 # %% ../nbs/14_evaluation.ipynb #4c67e994
 def dice(a:np.ndarray, # boolean mask
@@ -1084,3 +1084,37 @@ def evaluate_paths(reference:Sequence[str|Path], # real volumes: files and/or fo
                            label_names=label_names or {**LABELS, BODY_LABEL: "body"}, arg_names=arg_names, segmenter_source=seg.source)
     save_json(res, o)
     return res
+
+# %% ../nbs/14_evaluation.ipynb #879d31df
+import functools
+
+def paper_metrics(run:str|Path, # the run directory
+                  samples:Sequence[np.ndarray], # generated volumes (HU) on the grid of `vol` (two or more for MS-SSIM diversity)
+                  vol:CTVolume, # the real conditioning volume with its mask
+                  segmenter:str|Path|None=None, # as `medlord evaluate --segmenter` (None: the shipped one; 'none': no segmenter)
+                  out:str="evaluation.json", # the full results, in the run directory
+                 ) -> dict: # the headline numbers (also under 'paper_metrics' in metrics.json)
+    "`medlord evaluate` with its defaults on a run's samples against the real conditioning volume; headline numbers into metrics.json."
+    run = Path(run); d = run/"evaluation"
+    if vol.labels is None: raise ValueError(f"{vol.name or 'the volume'} has no mask; paper_metrics needs the conditioning mask")
+    for i, x in enumerate(samples):
+        if np.shape(x) != vol.shape: raise ValueError(f"sample {i} {np.shape(x)} is not on the grid of {vol.name or 'the volume'} {vol.shape}")
+        save_volume(d/"samples"/f"sample_{i:03d}.nii.gz", np.asarray(x, np.float32), vol.affine)
+        save_volume(d/"masks"/f"sample_{i:03d}.nii.gz", vol.labels, vol.affine, np.uint8)
+    save_volume(d/"reference"/"real.nii.gz", vol.image, vol.affine); save_volume(d/"reference_masks"/"real.nii.gz", vol.labels, vol.affine, np.uint8)
+    res = evaluate_paths([d/"reference"], [d/"samples"], run/out, masks=[d/"masks"], reference_masks=[d/"reference_masks"],
+                         segmenter=segmenter, force=True)
+    get = lambda *ks: functools.reduce(lambda a, k: a.get(k) if isinstance(a, dict) else None, ks, res)
+    adh, fidl = get("mask_adherence", "per_label") or {}, get("fidelity", "per_label") or {}
+    head = {"command": "medlord evaluate --reference evaluation/reference --samples evaluation/samples --masks evaluation/masks "
+                       "--reference_masks evaluation/reference_masks" + (f" --segmenter {segmenter}" if segmenter else ""),
+            "n_samples": len(samples), "file": out, "segmenter": get("inputs", "segmenter"),
+            "fid_tiles": get("fid_tiles", "value"), "fid": get("fid", "value"), "diversity_msssim": get("diversity", "value"),
+            "mask_adherence_protocol": get("mask_adherence", "protocol"),
+            "dice_segmented_sample": {k: v.get("dice_mean") for k, v in adh.items()},
+            "relative_volume_segmented_sample": {k: v.get("relative_volume_pooled") for k, v in adh.items()},
+            "hu_wasserstein": {k: v.get("wasserstein_hu") for k, v in fidl.items()},
+            "texture_ratio": {k: v.get("texture_ratio") for k, v in fidl.items()},
+            "skipped": res.get("skipped", {})}
+    write_metrics(run, {"paper_metrics": head})
+    return head

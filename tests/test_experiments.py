@@ -106,6 +106,10 @@ def test_patch_ddpm_lung_with_config_overrides(tmp_path):
     m = load_json(run/"metrics.json")
     assert m["experiment"] == "patch_ddpm_lung" and m["train_steps"] == 3
     assert m["mask_adherence"]["protocol"] == "mask-adherence-hu-v1"
+    p = m["paper_metrics"]                              # `medlord evaluate`'s defaults on two samples
+    assert p["n_samples"] == 2 and p["fid_tiles"] > 0 and 0 < p["diversity_msssim"] <= 1 and p["relative_volume_segmented_sample"]["lung"] >= 0
+    ref = load_json(run/"evaluation.json")["mask_adherence"]["reference"]["lung"]    # 3 steps make no lung; the real scan segments as its mask
+    assert 0.8 < ref["relative_volume_pooled"] < 1.2 and "lung" in p["hu_wasserstein"]
     c = (run/"config.yaml").read_text(encoding="utf-8")
     assert "sampler: dpmpp_2m" in c and "seed: 1" in c and "- 64" in c
     for f in ("sample.nii.gz", "montage.png", "loss.png", "patch_ddpm_lung.ipynb"): assert (run/f).exists(), f

@@ -52,6 +52,13 @@ def test_metrics(runs, name, system):
     assert set(a["sample"]["label_hu"]) == {"outside body", "body (derived)", "lung", "vessels", "nodule"}
     assert 0 <= a["sample"]["lung_dice_threshold"] <= 1
     assert a["real"]["lung_dice_threshold"] > 0.7 and a["real"]["nodule_contrast_hu"] > 300, a["real"]   # the metric works on real CT
+    # the paper metrics through `medlord evaluate`'s defaults, on two samples (issue 15)
+    p = m["paper_metrics"]
+    assert p["n_samples"] == 2 and p["fid_tiles"] > 0 and 0 < p["diversity_msssim"] <= 1 and "fid" in p["skipped"], p
+    assert p["mask_adherence_protocol"] == "mask-adherence-segmenter-v1" and p["relative_volume_segmented_sample"]["lung"] > 0
+    assert {"lung", "vessels", "nodule"} <= set(p["hu_wasserstein"]) and p["segmenter"].startswith("shipped")
+    assert sorted(f.name for f in (runs[name]/"evaluation"/"samples").iterdir()) == ["sample_000.nii.gz", "sample_001.nii.gz"]
+    assert load_json(runs[name]/"evaluation.json")["diversity"]["value"] == p["diversity_msssim"]
 
 def test_medlord_stages(runs):
     m = load_json(runs["medlord"]/"metrics.json")
