@@ -1085,7 +1085,7 @@ def evaluate_paths(reference:Sequence[str|Path], # real volumes: files and/or fo
     save_json(res, o)
     return res
 
-# %% ../nbs/14_evaluation.ipynb #879d31df
+# %% ../nbs/14_evaluation.ipynb #28f59a05
 import functools
 
 def paper_metrics(run:str|Path, # the run directory
