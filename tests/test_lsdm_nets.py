@@ -99,3 +99,24 @@ def test_smoke_training_steps():
         loss = F.l1_loss(model(sched.add_noise(z0, eps, t), t, c), eps)            # L1 on epsilon
         opt.zero_grad(); loss.backward(); opt.step(); losses.append(loss.item())
     assert all(math.isfinite(v) for v in losses) and len(set(losses)) > 1
+
+def test_med_lsdm_backbone_trains_and_guides_in_the_system(tmp_path):
+    "backbone 'lsdm' behind MedLSDMConfig: built by build_denoiser, trained by the stage's Trainer, resumed from its checkpoint, guided."
+    from medlord_nb.latent_diffusion import MedLSDMConfig, build_denoiser, LatentBatches, load_weights
+    from medlord_nb.training import Trainer
+    cfg = MedLSDMConfig.from_dict(dict(backbone="lsdm", latent_channels=4, channels=[8, 16], attention_levels=[False, True],
+                                       num_head_channels=4, norm_num_groups=4, spade_hidden=4, steps=3, warmup_steps=1,
+                                       crop_size=[32, 32, 16], ckpt_every=3, device="cpu", amp=False))
+    torch.manual_seed(0)
+    K, f = cfg.num_classes, cfg.downsample_factor
+    zs = [torch.randn(4, 8, 8, 4)]; conds = [_onehot((1, 32, 32, 16), K)[0]]
+    batches = LatentBatches(zs, conds, 1, (8, 8, 4), f)
+    tr = Trainer(build_denoiser(cfg), cfg.noise_schedule(), batches, cfg.train_config(seed=1), "cpu", tmp_path/"ldm", progress=False)
+    hist = tr.fit()
+    assert len(hist) >= 1 and all(math.isfinite(h[1]) for h in hist)
+    den = load_weights(build_denoiser(cfg), tmp_path/"ldm"/"last.pt", ema=True, device="cpu")
+    eq(type(den.model), LSDMUNet)
+    x, t, c = torch.randn(1, 4, 8, 8, 4), torch.tensor([10]), conds[0][None]
+    with torch.no_grad():
+        close(den(x, t, c), tr.eval_model(x, t, c), eps=1e-5)
+        eq(CFGDenoiser(den, cfg.guidance_scale)(x, t, c).shape, x.shape)
