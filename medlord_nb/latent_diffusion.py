@@ -244,6 +244,7 @@ class MedLSDMConfig(LatentDiffusionConfig):
             if self.conditioning != "spade": raise ConfigError(f"backbone 'lsdm' conditions by SPADE; set conditioning: spade (got {self.conditioning!r})")
             if any(c % c0 for c in self.channels): raise ConfigError(f"backbone 'lsdm' reads channels as base * multipliers: {self.channels} must be multiples of {c0}")
             if self.use_checkpointing: raise ConfigError("backbone 'lsdm' has no gradient checkpointing; set use_checkpointing: false")
+            if self.budget is not None: raise ConfigError("the memory planner models the 'spade_unet' backbone only; with backbone 'lsdm' leave budget unset (null)")
             m = self.downsample_factor * 2 ** (len(self.channels) - 1)
             if not self.full_volume and any(c % m for c in self.crop_size[:2]):
                 raise ConfigError(f"backbone 'lsdm' halves the latent in-plane {len(self.channels) - 1} times: crop_size X and Y must be multiples of {m}, got {self.crop_size}")
@@ -915,6 +916,8 @@ def _plan_decode(cfg, shape, precision, budget, margin) -> PhasePlan:
 
 def plan_latent(cfg, shape, precision, budget, margin, phases=("train", "denoise", "decode")) -> dict:
     "The planner of the latent systems (registered as 'medlord' and 'med_lsdm'): train, denoise and decode on the whole latent."
+    if getattr(cfg, "backbone", "spade_unet") == "lsdm":
+        raise ValueError("the latent planner models the 'spade_unet' backbone only; plan with backbone: spade_unet (Med-LSDM's own denoiser has no plan yet)")
     out = {}
     if "train" in phases: out["train"] = _plan_train(cfg, shape, precision, budget, margin)
     if "denoise" in phases:
