@@ -15,6 +15,7 @@ _EXPORTS = {
     "train_segmenter": "segmentation", "segment": "segmentation", "VQGAN": "vqgan", "tiled_decode": "vqgan",
     "UNet": "unet", "NoiseSchedule": "schedules", "Trainer": "training", "load_weights": "training",
     "ControlNetLite": "conditioning", "ControlledUNet": "conditioning", "SPADEUNet": "conditioning", "CFGDenoiser": "conditioning",
+    "LSDMUNet": "lsdm_nets", "LSDMVQGAN": "lsdm_nets",
     "LatentDiffusion": "latents", "encode_dataset": "latents",
     "PatchDDPMConfig": "patch_ddpm", "MedLoRDConfig": "latent_diffusion", "MedLSDMConfig": "latent_diffusion",
     "plan": "memory", "PlanError": "memory", "estimate_peak": "memory",

@@ -27,6 +27,7 @@ from .vqgan import VQGAN, VQBatch, VQGANTrainConfig, VQGANTrainer, make_discrimi
 from .segmentation import SegModel, SegmenterFeatures
 from .latents import LatentSet, LatentDiffusion, encode_dataset, encode_volume, decode_latent, vqgan_fingerprint
 from .conditioning import ConcatConditioned, ControlNetLite, ControlledUNet, SPADEUNet, ConditionDropout, CFGDenoiser, _pad_end
+from .lsdm_nets import LSDMUNet
 from .datasets import is_dataset, expand_samples, load_case   # volume specs shared by every pipeline
 from .memory import (check_budget, PlanError, register_planner, ModelSpec, Spec, TrainStep, DenoiseStep, DecodeStep, PhasePlan,
                                estimate_peak, evaluate, first_fit, plan_denoise, search_windows, format_setting)
@@ -229,6 +230,7 @@ class MedLSDMConfig(LatentDiffusionConfig):
     spade_hidden: int = 16 # hidden width of each SPADE norm's label-map conv (MONAI: 128)
     spade_decoder: bool = False # Med-LSDM's optional SPADE VQ-GAN decoder: its res blocks modulated by the one-hot map
     full_volume: bool = False # True: no crop, whole latents in training and a whole volume at sampling
+    backbone: Literal["lsdm", "spade_unet"] = "spade_unet" # 'lsdm': Med-LSDM's own denoiser (`lsdm_nets.LSDMUNet`, widths from `channels`); 'spade_unet': our U-Net with SPADE norms
     system = "med_lsdm"
 
     def validate(self):
@@ -236,6 +238,16 @@ class MedLSDMConfig(LatentDiffusionConfig):
         if any(c % self.downsample_factor for c in self.crop_size):
             raise ConfigError(f"crop_size {self.crop_size} must be multiples of the VQ-GAN factor {self.downsample_factor}")
         if self.conditioning == "controlnet": raise ConfigError("Med-LSDM conditions by 'spade' (or 'concat'); use MedLoRDConfig for a ControlNet")
+        if self.backbone not in ("lsdm", "spade_unet"): raise ConfigError(f"backbone must be 'lsdm' or 'spade_unet', got {self.backbone!r}")
+        if self.backbone == "lsdm":
+            c0 = self.channels[0]
+            if self.conditioning != "spade": raise ConfigError(f"backbone 'lsdm' conditions by SPADE; set conditioning: spade (got {self.conditioning!r})")
+            if any(c % c0 for c in self.channels): raise ConfigError(f"backbone 'lsdm' reads channels as base * multipliers: {self.channels} must be multiples of {c0}")
+            if self.use_checkpointing: raise ConfigError("backbone 'lsdm' has no gradient checkpointing; set use_checkpointing: false")
+            if self.budget is not None: raise ConfigError("the memory planner models the 'spade_unet' backbone only; with backbone 'lsdm' leave budget unset (null)")
+            m = self.downsample_factor * 2 ** (len(self.channels) - 1)
+            if not self.full_volume and any(c % m for c in self.crop_size[:2]):
+                raise ConfigError(f"backbone 'lsdm' halves the latent in-plane {len(self.channels) - 1} times: crop_size X and Y must be multiples of {m}, got {self.crop_size}")
 
     @property
     def ldm_crop(self) -> tuple[int, int, int]|None: return None if self.full_volume else tuple(self.crop_size)
@@ -586,6 +598,11 @@ def build_denoiser(cfg:LatentDiffusionConfig, # settings
     if cfg.conditioning == "controlnet":
         if base is None: raise ValueError("conditioning='controlnet' needs the trained base U-Net (base=...); train it first with train_ldm_stage")
         net = ControlledUNet(base, ControlNetLite(base, K, cfg.downsample_factor, width_ratio=cfg.controlnet_width_ratio), freeze_base=True)
+    elif cfg.conditioning == "spade" and getattr(cfg, "backbone", "spade_unet") == "lsdm":      # Med-LSDM's own network (no lean kernels)
+        c = cfg.channels
+        net = LSDMUNet(3, cfg.latent_channels, label_channels=K, base_channels=c[0], channel_mults=tuple(x // c[0] for x in c),
+                       norm_num_groups=cfg.norm_num_groups, attn_heads=8, attn_head_channels=cfg.num_head_channels,   # Med-LSDM: 8 heads
+                       spade_hidden=getattr(cfg, "spade_hidden", 64))
     elif cfg.conditioning == "spade":
         net = SPADEUNet(K, spade_hidden=getattr(cfg, "spade_hidden", 64), **unet_kwargs(cfg))
     else:
@@ -899,6 +916,8 @@ def _plan_decode(cfg, shape, precision, budget, margin) -> PhasePlan:
 
 def plan_latent(cfg, shape, precision, budget, margin, phases=("train", "denoise", "decode")) -> dict:
     "The planner of the latent systems (registered as 'medlord' and 'med_lsdm'): train, denoise and decode on the whole latent."
+    if getattr(cfg, "backbone", "spade_unet") == "lsdm":
+        raise ValueError("the latent planner models the 'spade_unet' backbone only; plan with backbone: spade_unet (Med-LSDM's own denoiser has no plan yet)")
     out = {}
     if "train" in phases: out["train"] = _plan_train(cfg, shape, precision, budget, margin)
     if "denoise" in phases:

@@ -10,7 +10,7 @@ LIB = ROOT/"medlord_nb"
 FLOORS = {  # room -> floor (ARCHITECTURE.md)
     "core": 0,
     "data": 1, "viz": 1,
-    "schedules": 2, "samplers": 2, "unet": 2, "lean": 2, "conditioning": 2, "vqgan": 2, "memtrack": 2,
+    "schedules": 2, "samplers": 2, "unet": 2, "lean": 2, "conditioning": 2, "vqgan": 2, "lsdm_nets": 2, "memtrack": 2,
     "training": 3, "fullres": 3, "latents": 3, "segmentation": 3, "datasets": 3,
     "memory": 4, "evaluation": 4,
     "patch_ddpm": 5, "latent_diffusion": 5, "zoo": 5,
