@@ -1,0 +1,69 @@
+"""DDP with torchrun for the latent systems, 2 CPU processes (gloo): `medlord train --pipeline medlord` (VQ-GAN, sharded latent
+encoding, base U-Net, ControlNet) gives the single-process weights, latents and losses when both see the same global batches."""
+import json, os, signal, socket, subprocess, sys
+from pathlib import Path
+import numpy as np
+import torch
+from medlord_nb.cli import main
+from cli_helpers import as_params
+
+ROOT = Path(__file__).resolve().parents[1]
+# tiny MedLoRD: global batches of 2 (1 per process); 128 latent vectors per VQ-GAN batch >= 64 codes (distinct data init);
+# small learning rates: Adam turns float rounding (~1e-7) into +-lr steps of near-zero gradients, which a few steps must not amplify
+TINY = {"train_samples": "[lung1]", "vqgan_channels": "[8,16]", "latent_channels": "4", "num_embeddings": "64",
+        "vqgan_patch_size": "[16,16,16]", "vqgan_steps": "3", "adv_warmup_steps": "1", "vqgan_batch_size": "2", "vqgan_lr": "0.0001",
+        "channels": "[8,16]", "attention_levels": "[false,true]", "num_head_channels": "8", "norm_num_groups": "4",
+        "steps": "2", "base_steps": "2", "batch_size": "2", "lr": "0.0001", "num_inference_steps": "2", "device": "cpu",
+        "image_downsample": "[4,4,2]", "warmup_steps": "1"}
+PARAMS = ["--pipeline", "medlord", *as_params(TINY)]
+
+DRIVER = '''
+import sys
+from medlord_nb.cli import main
+sys.exit(main(["train", "--root", sys.argv[1], "--name", "ddp", "--quiet", *sys.argv[2:]]))
+'''
+
+def _free_port():
+    with socket.socket() as s: s.bind(("127.0.0.1", 0)); return s.getsockname()[1]
+
+def _rel(a:dict, b:dict) -> float:
+    ks = [k for k in a if torch.is_tensor(a[k]) and a[k].is_floating_point()]
+    num = sum(float(((a[k].double() - b[k].double()) ** 2).sum()) for k in ks)
+    return (num / sum(float((a[k].double() ** 2).sum()) for k in ks)) ** 0.5
+
+def _losses(h) -> np.ndarray: return np.array([[r[k] for k in ("loss", "l1", "d_loss")] if isinstance(r, dict) else [r[1]] for r in h], dtype=float)
+
+def test_latent_stages_two_processes_match_one(tmp_path):
+    runs = tmp_path/"runs"
+    (tmp_path/"driver.py").write_text(DRIVER)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "MPLBACKEND": "Agg", "PYTHONPATH": str(ROOT)}
+    p = subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
+                          "--master_port", str(_free_port()), str(tmp_path/"driver.py"), str(runs), *PARAMS],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, encoding="utf-8", errors="replace", env=env, cwd=tmp_path, start_new_session=True)
+    try: out, err = p.communicate(timeout=240)
+    except subprocess.TimeoutExpired:
+        os.killpg(p.pid, signal.SIGKILL); out, err = p.communicate()          # torchrun and both workers
+        raise AssertionError("torchrun timed out: " + out[-2000:] + err[-2000:])
+    assert p.returncode == 0, out[-3000:] + err[-3000:]
+    assert main(["train", "--root", str(runs), "--name", "single", "--quiet", *PARAMS]) == 0
+
+    one, two = runs/"single", runs/"ddp"
+    m = json.loads((two/"metrics.json").read_text(encoding="utf-8"))["train"]
+    assert m["processes"] == 2 and m["steps"] == 2 and m["stages"]["vqgan"]["steps"] == 3
+    worst = {}
+    for stage in ("vqgan", "ldm_base", "ldm"):
+        a = torch.load(one/"checkpoints"/stage/"last.pt", weights_only=False)
+        b = torch.load(two/"checkpoints"/stage/"last.pt", weights_only=False)
+        assert a["step"] == b["step"] > 0, stage
+        la, lb = _losses(a["history"]), _losses(b["history"])
+        fin = np.isfinite(la)
+        assert (fin == np.isfinite(lb)).all()
+        worst[stage] = max(_rel(a["model"], b["model"]), float(np.abs(la - lb)[fin].max() / np.abs(la[fin]).max()),
+                           *([_rel(a["ema"], b["ema"])] if a.get("ema") else []), *([_rel(a["disc"], b["disc"])] if a.get("disc") else []))
+    man = [json.loads((r/"latents"/"manifest.json").read_text(encoding="utf-8")) for r in (one, two)]   # encoded over the ranks
+    assert man[0]["entries"].keys() == man[1]["entries"].keys() == {"lung1"}
+    z = [{n: torch.load(r/"latents"/e["file"], weights_only=False)["latent"] for n, e in mn["entries"].items()} for r, mn in zip((one, two), man)]
+    worst["encode"] = max(_rel(*z), abs(man[0]["scale_factor"] - man[1]["scale_factor"]) / man[0]["scale_factor"])
+    print("DDP(2) vs 1 process, worst relative difference per stage:", {k: f"{v:.1e}" for k, v in worst.items()})
+    assert all(v < 1e-5 for v in worst.values()), worst
+    assert not list(runs.rglob("*.tmp"))
