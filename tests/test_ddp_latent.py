@@ -36,16 +36,22 @@ def _losses(h) -> np.ndarray: return np.array([[r[k] for k in ("loss", "l1", "d_
 def test_latent_stages_two_processes_match_one(tmp_path):
     runs = tmp_path/"runs"
     (tmp_path/"driver.py").write_text(DRIVER)
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "MPLBACKEND": "Agg", "PYTHONPATH": str(ROOT)}
-    p = subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
-                          "--master_port", str(_free_port()), str(tmp_path/"driver.py"), str(runs), *PARAMS],
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, encoding="utf-8", errors="replace", env=env, cwd=tmp_path, start_new_session=True)
-    try: out, err = p.communicate(timeout=240)
-    except subprocess.TimeoutExpired:
-        os.killpg(p.pid, signal.SIGKILL); out, err = p.communicate()          # torchrun and both workers
-        raise AssertionError("torchrun timed out: " + out[-2000:] + err[-2000:])
-    assert p.returncode == 0, out[-3000:] + err[-3000:]
-    assert main(["train", "--root", str(runs), "--name", "single", "--quiet", *PARAMS]) == 0
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "MPLBACKEND": "Agg", "PYTHONPATH": str(ROOT),
+           "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(_free_port()), "WORLD_SIZE": "2"}
+    # the two workers with torchrun's environment, started directly (test_ddp.py covers the launcher; this saves its start-up)
+    ps = [subprocess.Popen([sys.executable, str(tmp_path/"driver.py"), str(runs), *PARAMS], env={**env, "RANK": str(r), "LOCAL_RANK": str(r)},
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, encoding="utf-8", errors="replace", cwd=tmp_path, start_new_session=True)
+          for r in range(2)]
+    try: rc1 = main(["train", "--root", str(runs), "--name", "single", "--quiet", *PARAMS])   # meanwhile, the same in this process
+    finally:
+        res = []
+        for p in ps:
+            try: res.append(p.communicate(timeout=240))
+            except subprocess.TimeoutExpired:
+                for q in ps: os.killpg(q.pid, signal.SIGKILL)
+                raise AssertionError("the DDP workers timed out")
+    for p, (out, err) in zip(ps, res): assert p.returncode == 0, out[-3000:] + err[-3000:]
+    assert rc1 == 0
 
     one, two = runs/"single", runs/"ddp"
     m = json.loads((two/"metrics.json").read_text(encoding="utf-8"))["train"]
