@@ -332,11 +332,13 @@ def null_condition(cond:torch.Tensor, # a condition batch (B, C, *spatial), e.g.
 def drop_condition(cond:torch.Tensor, # condition batch (B, C, *spatial)
                    p:float, # probability that a sample's condition is replaced by the null map
                    generator:torch.Generator|None=None, # CPU generator for the draws (None: torch's global RNG)
+                   shard:tuple[int, int]=(0, 1), # (rank, world_size): draw for the global batch of world_size*B, keep this rank's B (DDP)
                   ) -> torch.Tensor: # the batch with some whole samples replaced by `null_condition`
     "Replace whole samples' conditions by the null map with probability `p` (condition dropout for CFG training)."
     if not 0.0 <= p <= 1.0: raise ValueError(f"p must be in [0, 1], got {p}")
     if p == 0: return cond
-    u = torch.rand(cond.shape[0], generator=generator, device=generator.device if generator is not None else "cpu")
+    (r, w), b = shard, cond.shape[0]
+    u = torch.rand(b * w, generator=generator, device=generator.device if generator is not None else "cpu")[r * b:(r + 1) * b]
     null = null_condition(cond)
     drop = unsqueeze_right((u < p).to(cond.device), cond.ndim)
     return torch.where(drop, null, cond.to(null.dtype))
@@ -352,9 +354,10 @@ class ConditionDropout(nn.Module):
         if not 0.0 <= p <= 1.0: raise ValueError(f"p must be in [0, 1], got {p}")
         self.model, self.p = model, float(p)
         self.generator = torch.Generator().manual_seed(seed) if seed is not None else None
+        self.shard = (0, 1)      # (rank, world_size) under DDP's split batches: every rank draws for the global batch (set by the trainer's caller)
 
     def forward(self, x_t:torch.Tensor, t:torch.Tensor|float|int, cond:torch.Tensor, **kwargs) -> torch.Tensor:
-        if self.training and self.p > 0: cond = drop_condition(cond, self.p, self.generator)
+        if self.training and self.p > 0: cond = drop_condition(cond, self.p, self.generator, self.shard)
         return self.model(x_t, t, cond, **kwargs)
 
     def get_extra_state(self) -> dict:

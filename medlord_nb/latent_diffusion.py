@@ -13,6 +13,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+import torch.distributed as dist
 from torch._subclasses.fake_tensor import FakeTensorMode
 from monai.data import MetaTensor
 from monai.transforms import Flip, Resize, ResizeWithPadOrCrop, Rotate
@@ -22,7 +23,7 @@ from .schedules import NoiseSchedule
 from .samplers import DDPMSampler, DDIMSampler, DPMSolverPP2MSampler
 from .unet import UNet
 from .lean import make_lean
-from .training import Trainer, TrainConfig, Batch, load_weights
+from .training import Trainer, TrainConfig, Batch, load_weights, dist_info, init_distributed
 from .vqgan import VQGAN, VQBatch, VQGANTrainConfig, VQGANTrainer, make_discriminator, PerceptualLoss3D, SlicePerceptualLoss
 from .segmentation import SegModel, SegmenterFeatures
 from .latents import LatentSet, LatentDiffusion, encode_dataset, encode_volume, decode_latent, vqgan_fingerprint
@@ -484,10 +485,10 @@ def train_vqgan_stage(cfg:LatentDiffusionConfig, # settings
     batches = ImagePatches(list(data.values()), cfg.vqgan_patch_size, cfg.vqgan_batch_size, nodule, cfg.vqgan_nodule_prob,
                            cfg.downsample_factor, with_seg=bool(vq.spade_label_channels), augment=aug if aug != Augment() else None)
     tr = VQGANTrainer(vq, disc, batches, cfg.vqgan_train_config(len(data)), cfg.device, Path(run)/"checkpoints"/"vqgan" if run else None,
-                      perceptual=perc, progress=progress)
+                      perceptual=perc, progress=progress)                # DDP when a process group of several is initialised
     tr.fit()                                                                # a finished checkpoint: loaded, nothing trained
     tr.model.eval()
-    if run: mark_stage(run, "vqgan", steps=tr.step, checkpoint="checkpoints/vqgan/last.pt")
+    if run and tr.is_main: mark_stage(run, "vqgan", steps=tr.step, checkpoint="checkpoints/vqgan/last.pt")
     return tr
 
 def _psnr(mse:float) -> float: return 10 * math.log10(4.0 / max(mse, 1e-12))      # data range 2 (model units)
@@ -532,10 +533,24 @@ def encode_stage(vqgan:VQGAN, # trained VQ-GAN
                  cfg:LatentDiffusionConfig, # settings (latent_kind, rebuild_latents, device, amp)
                  run:str|Path|None=None, # run directory: cache in run/latents
                 ) -> LatentSet:
-    "Stage 2: whole-volume latents of the training set (cached), with their scale factor."
-    lat = encode_dataset(vqgan, {k: v.image for k, v in data.items()}, cfg.latent_kind, Path(run)/"latents" if run else None,
-                         rebuild=cfg.rebuild_latents, device=cfg.device, amp=cfg.amp)
-    if run: mark_stage(run, "encode", volumes=list(lat.latents), scale_factor=lat.scale_factor, cache="latents")
+    "Stage 2: whole-volume latents of the training set (cached), with their scale factor; sharded over torchrun's processes."
+    imgs, cache, info = {k: v.image for k, v in data.items()}, Path(run)/"latents" if run else None, dist_info()
+    if info.world_size == 1 or not (dist.is_available() and dist.is_initialized()):
+        lat = encode_dataset(vqgan, imgs, cfg.latent_kind, cache, rebuild=cfg.rebuild_latents, device=cfg.device, amp=cfg.amp)
+    else:                                  # rank r encodes volumes r, r+W, ...; rank 0 gathers them, keeps the cache, sends the set to all
+        names = list(imgs)[info.rank::info.world_size]
+        mine = {n: encode_volume(vqgan, imgs[n], cfg.latent_kind, cfg.device, cfg.amp).cpu() for n in names}
+        parts = [None] * info.world_size
+        dist.all_gather_object(parts, mine)
+        out = [None]
+        if info.rank == 0:
+            try: out[0] = encode_dataset(vqgan, imgs, cfg.latent_kind, cache, rebuild=cfg.rebuild_latents, device=cfg.device, amp=cfg.amp,
+                                         encoded={n: z for p in parts for n, z in p.items()})
+            except Exception as e: out[0] = e
+        dist.broadcast_object_list(out, src=0)
+        if isinstance(out[0], Exception): raise out[0]
+        lat = out[0]
+    if run and info.rank == 0: mark_stage(run, "encode", volumes=list(lat.latents), scale_factor=lat.scale_factor, cache="latents")
     return lat
 
 # %% ../nbs/16_latent_diffusion.ipynb #f68d4a51
@@ -639,6 +654,7 @@ def _record_scale(ck_dir:str|Path|None, # a denoiser's checkpoint folder (None: 
                              f"{list(names)} have scale {scale:.6g}: the training set changed. Resume with the same train_samples, "
                              f"or start a new run directory")
         return s
+    if dist_info().rank != 0: return float(scale)                       # rank 0 writes the record
     save_json({"scale_factor": float(scale), "vqgan_fingerprint": latents.vqgan_fingerprint, "kind": latents.kind,
                "volumes": list(names), "what": "1/std of the unscaled latents of `volumes`; the denoiser here learned latents "
                                                "times this number and is sampled with it (latent_diffusion.load_trained)"}, f)
@@ -669,16 +685,17 @@ def train_ldm_stage(cfg:LatentDiffusionConfig, # settings
     base_tr = None
     if cfg.conditioning == "controlnet":
         base_tr = Trainer(build_unet(cfg), sched, LatentBatches(zs, None, cfg.batch_size, crop), cfg.train_config(cfg.base_steps),
-                          cfg.device, ck("ldm_base"), progress=progress)
+                          cfg.device, ck("ldm_base"), progress=progress)     # DDP under torchrun: each rank its rows of the global batch
         base_tr.fit()
-        if run: mark_stage(run, "ldm_base", steps=base_tr.step, checkpoint="checkpoints/ldm_base/last.pt")
+        if run and base_tr.is_main: mark_stage(run, "ldm_base", steps=base_tr.step, checkpoint="checkpoints/ldm_base/last.pt")
         seed_everything(cfg.seed + 1)
         model = build_denoiser(cfg, copy.deepcopy(base_tr.eval_model))
     else: model = build_denoiser(cfg)
     tr = Trainer(model, sched, LatentBatches(zs, conds, cfg.batch_size, crop, cf), cfg.train_config(seed=cfg.seed + 1),
                  cfg.device, ck("ldm"), progress=progress)
+    if isinstance(model, ConditionDropout): model.shard = (tr.rank, tr.world_size)   # dropout draws for the global batch, as one process would
     tr.fit()
-    if run: mark_stage(run, "ldm", steps=tr.step, checkpoint="checkpoints/ldm/last.pt")
+    if run and tr.is_main: mark_stage(run, "ldm", steps=tr.step, checkpoint="checkpoints/ldm/last.pt")
     return LDMResult(tr.eval_model, tr, base_tr, scale)
 
 # %% ../nbs/16_latent_diffusion.ipynb #4116670f
@@ -737,7 +754,7 @@ class LatentRun:
     vqgan_trainer: VQGANTrainer # stage 1
     latents: LatentSet # stage 2
     ldm: LDMResult # stage 3 (base + conditioned trainers)
-    is_main: bool = True # the stages train in one process, which writes every file
+    is_main: bool = True # the process that writes files (rank 0 under torchrun)
     world_size: int = 1 # processes
 
     @property
@@ -772,11 +789,11 @@ def train_all(cfg:LatentDiffusionConfig, # settings of either system
               progress:bool=True, # tqdm bars
              ) -> LatentRun:
     "VQ-GAN -> latents -> latent diffusion (-> ControlNet) into one run directory; each stage resumes, finished ones are skipped."
-    run = Path(run)
+    run, info = Path(run), init_distributed(cfg.device)                # under torchrun: every stage runs DDP
     data = prepare_data(cfg)
     vtr = train_vqgan_stage(cfg, data, run, progress=progress)
     lat = encode_stage(vtr.model, data, cfg, run)
-    return LatentRun(vtr, lat, train_ldm_stage(cfg, lat, data, run, progress=progress))
+    return LatentRun(vtr, lat, train_ldm_stage(cfg, lat, data, run, progress=progress), info.rank == 0, info.world_size)
 
 def load_trained(cfg:LatentDiffusionConfig, # the run's config
                  run:str|Path, # run directory written by `train_all`

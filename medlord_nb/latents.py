@@ -207,6 +207,7 @@ def encode_dataset(vqgan:VQGAN, # trained VQ-GAN
                    device:str|torch.device="cpu", # where the encoder runs
                    amp:bool=True, # bf16 autocast on CUDA
                    progress:bool=False, # tqdm bar over volumes
+                   encoded:Mapping[str, torch.Tensor]|None=None, # latents already encoded (e.g. by other processes): used, not recomputed
                   ) -> LatentSet:
     "Encode every volume (reusing a valid cache), compute the scale factor, and write the cache."
     _check_kind(kind)
@@ -227,7 +228,7 @@ def encode_dataset(vqgan:VQGAN, # trained VQ-GAN
                                       f"rebuild=True, or give the new volume another name")
             lat[name], shapes[name], srcs[name] = old.latents[name], sp, sha
             continue
-        lat[name], shapes[name], srcs[name] = encode_volume(vqgan, img, kind, device, amp), sp, sha
+        lat[name], shapes[name], srcs[name] = (encoded[name] if encoded and name in encoded else encode_volume(vqgan, img, kind, device, amp)), sp, sha
         new += 1
     ls = LatentSet(lat, shapes, compute_scale_factor(lat), kind, fp, vqgan.downsample_factor, srcs)
     if cache_dir is not None and (new or old is None):

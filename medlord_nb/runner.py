@@ -172,7 +172,7 @@ def _latent_generate(model, cfg, prep, seed=None, progress=True):
 SYSTEMS: dict[str, System] = {
     "patch": System(PIPELINES["patch"], pd.train, pd.build_model, pd.mask_classes, pd.generate, (*_RESUME, *_PATCH_SAMPLE), _PATCH_SAMPLE),
     **{name: System(PIPELINES[name], ld.train_all, None, ld.mask_classes, _latent_generate, (*_RESUME, *_LATENT_SAMPLE), _LATENT_SAMPLE,
-                    load=ld.load_trained, checkpoint="checkpoints/ldm/last.pt", distributed=False) for name in ("medlord", "med_lsdm")}}
+                    load=ld.load_trained, checkpoint="checkpoints/ldm/last.pt") for name in ("medlord", "med_lsdm")}}
 
 def get_system(pipeline:str, # 'patch', 'medlord' or 'med_lsdm'
               ) -> System:
@@ -226,8 +226,9 @@ def train_run(config:str|None=None, # a preset name or YAML file of the pipeline
     if ws > 1 and not S.distributed:
         raise ValueError(f"the {pipeline!r} pipeline trains in one process (its stages have no DDP); run it without torchrun "
                          f"(`medlord train ...`); `medlord sample` can still be sharded over torchrun's processes")
-    if ws > 1 and getattr(cfg, "batch_size", ws) % ws:
-        raise ValueError(f"batch_size {cfg.batch_size} is the global batch and must split evenly over {ws} processes")
+    for key in ("batch_size", "vqgan_batch_size"):                      # DDP splits each global batch into equal shares
+        if ws > 1 and getattr(cfg, key, ws) % ws:
+            raise ValueError(f"{key} {getattr(cfg, key)} is the global batch and must split evenly over {ws} processes")
     what = {"run": str(run), "pipeline": pipeline, "processes": ws, "resume": resume, "config": cfg.to_dict()}
     if dry_run: return what
     if ws > 1: init_distributed(getattr(cfg, "device", "auto"))

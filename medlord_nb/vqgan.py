@@ -6,12 +6,13 @@
 # Why this module is long: the 3D VQ-GAN is one model with its quantiser, SPADE decoder, discriminator
 # loss, trainer and tiled encode/decode, which only make sense together.
 from __future__ import annotations
-import math, dataclasses
+import math, dataclasses, os
 from pathlib import Path
 from typing import Callable, Literal, NamedTuple, Sequence
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+import torch.distributed as dist
 from torch.utils.checkpoint import checkpoint
 from tqdm.auto import tqdm
 from monai.inferers import sliding_window_inference
@@ -59,6 +60,18 @@ class EMAQuantizer(nn.Module):
         self.register_buffer("ema_w", emb.clone())                     # m_k = N_k * e_k
         self.register_buffer("initialized", torch.tensor(not init_from_data))
         self.register_buffer("restarts", torch.zeros((), dtype=torch.long))   # total codes restarted so far
+        self.sync_ranks = False                                        # DDP: sum the codebook statistics over the processes (set by VQGANTrainer)
+
+    def _world(self) -> int:
+        "Processes whose batches share one codebook update (1 unless `sync_ranks` under an initialised process group)."
+        return dist.get_world_size() if self.sync_ranks and dist.is_available() and dist.is_initialized() else 1
+
+    def _all_rows(self, flat:torch.Tensor) -> torch.Tensor:
+        "The (N, D) vectors of every process, in rank order: the global batch a single process would see."
+        if self._world() == 1: return flat
+        parts = [torch.empty_like(flat) for _ in range(self._world())]
+        dist.all_gather(parts, flat.contiguous())
+        return torch.cat(parts)
 
     def nearest(self, flat:torch.Tensor, # (N, D) vectors
                ) -> torch.Tensor: # (N,) int64 index of the nearest code
@@ -75,15 +88,17 @@ class EMAQuantizer(nn.Module):
 
     @torch.no_grad()
     def _init(self, flat):
-        pick = torch.randint(0, flat.shape[0], (self.num_embeddings,)).to(flat.device)
-        v = flat[pick]
-        if flat.shape[0] < self.num_embeddings:                     # fewer vectors than codes: jitter the duplicates
+        n, k = flat.shape[0], self.num_embeddings
+        if n >= k: v = flat[torch.randperm(n)[:k].to(flat.device)]    # distinct vectors: duplicate codes would tie (and waste codes)
+        else:                                                           # fewer vectors than codes: jitter the duplicates
+            v = flat[torch.randint(0, n, (k,)).to(flat.device)]
             v = v + 1e-3 * (v.std() + 1e-6) * torch.randn(v.shape).to(v.device)
         self.embedding.copy_(v); self.ema_w.copy_(v); self.ema_cluster_size.fill_(1.0); self.initialized.fill_(True)
 
     @torch.no_grad()
     def _ema_update(self, flat, idx, counts):
         dw = torch.zeros_like(self.ema_w).index_add_(0, idx, flat)            # sum of the vectors each code received
+        if self._world() > 1: dist.all_reduce(dw)                             # over every process's share (counts arrive summed)
         self.ema_cluster_size.mul_(self.decay).add_(counts, alpha=1 - self.decay)
         self.ema_w.mul_(self.decay).add_(dw, alpha=1 - self.decay)
         n = self.ema_cluster_size.sum()
@@ -92,9 +107,11 @@ class EMAQuantizer(nn.Module):
 
     @torch.no_grad()
     def _restart(self, flat):
-        dead = torch.nonzero(self.ema_cluster_size < self.dead_code_threshold).squeeze(1)[:flat.shape[0]]
+        dead = torch.nonzero(self.ema_cluster_size < self.dead_code_threshold).squeeze(1)   # the same on every process
         if dead.numel() == 0: return
-        pick = torch.randint(0, flat.shape[0], (dead.numel(),)).to(flat.device)   # global CPU RNG: checkpoints save it
+        flat = self._all_rows(flat)                                           # restart from the global batch
+        dead = dead[:flat.shape[0]]
+        pick = torch.randperm(flat.shape[0])[:dead.numel()].to(flat.device)   # distinct vectors; global CPU RNG: checkpoints save it
         self.embedding[dead] = flat[pick]; self.ema_w[dead] = flat[pick]; self.ema_cluster_size[dead] = 1.0
         self.restarts += dead.numel()
 
@@ -109,10 +126,11 @@ class EMAQuantizer(nn.Module):
         with torch.autocast(z_e.device.type, enabled=False):                   # distances and EMA in fp32
             z = z_e.float()
             flat = z.movedim(1, -1).reshape(-1, self.embedding_dim)
-            if update and not bool(self.initialized): self._init(flat.detach())
+            if update and not bool(self.initialized): self._init(self._all_rows(flat.detach()))
             idx = self.nearest(flat.detach())
             z_q = self.embedding[idx].reshape(z.shape[0], *z.shape[2:], -1).movedim(-1, 1)   # codes before this step's update
             counts = torch.bincount(idx, minlength=self.num_embeddings).float()
+            if update and self._world() > 1: dist.all_reduce(counts)           # like SyncBatchNorm: one codebook update for the global batch
             if update:
                 self._ema_update(flat.detach(), idx, counts)
                 if self.dead_code_threshold > 0: self._restart(flat.detach())
@@ -682,11 +700,27 @@ class VQGANTrainer:
                  ckpt_dir:str|Path|None=None, # folder for last.pt (None: no checkpoints)
                  resume:bool=True, # continue from ckpt_dir/last.pt if it exists
                  perceptual:nn.Module|None=None, # e.g. SlicePerceptualLoss(features) or PerceptualLoss3D(your_weights); None: no perceptual term
-                 progress:bool=True, # tqdm progress bar
+                 progress:bool=True, # tqdm progress bar (rank 0 only)
+                 distributed:bool|None=None, # DDP over an initialised process group (None: when it has more than one process)
                 ):
         self.cfg = cfg or VQGANTrainConfig()
-        self.device = get_device(device)
+        multi = dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+        self.distributed = multi if distributed is None else bool(distributed)
+        if self.distributed and not multi:
+            raise ValueError("distributed=True needs an initialised process group of more than one process; launch with torchrun and "
+                             "call training.init_distributed first (medlord train does)")
+        self.rank, self.world_size = (dist.get_rank(), dist.get_world_size()) if self.distributed else (0, 1)
+        dev = get_device(device)
+        if self.distributed and dev.type == "cuda" and dev.index is None: dev = torch.device("cuda", int(os.environ.get("LOCAL_RANK", self.rank)))
+        self.device = dev
         self.model, self.disc, self.batch_fn = model.to(self.device), (disc.to(self.device) if disc is not None else None), batch_fn
+        self.ddp = self.ddp_d = None
+        if self.distributed:                   # wraps first: DDP copies rank 0's weights to every rank
+            from torch.nn.parallel import DistributedDataParallel as DDP
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            model.quantizer.sync_ranks = True  # the codebook's EMA statistics are summed over the ranks, so its buffers stay equal
+            self.ddp = DDP(self.model, device_ids=ids, broadcast_buffers=False)
+            self.ddp_d = DDP(self.disc, device_ids=ids, broadcast_buffers=False) if self.disc is not None else None
         c = self.cfg
         self.loss = VQGANLoss(model.spatial_dims, c.l1_weight, c.spectral_weight, c.perceptual_weight, c.adv_weight,
                               c.adv_warmup_steps, c.adv_criterion, perceptual.to(self.device) if perceptual is not None else None,
@@ -707,10 +741,24 @@ class VQGANTrainer:
                 "step": self.step, "history": self.history, "gen": self.gen.get_state(),
                 "torch_rng": torch.get_rng_state(), "cfg": self.cfg.to_dict()}
 
+    @property
+    def is_main(self) -> bool:
+        "True on the process that writes files (rank 0)."
+        return self.rank == 0
+
     def save(self, path:str|Path|None=None) -> Path:
-        "Write the full training state atomically (to ckpt_dir/last.pt by default)."
+        "Write the full training state atomically (to ckpt_dir/last.pt by default); rank 0 writes, call it on every rank."
         if path is None and self.ckpt_dir is None: raise ValueError("no path given and the trainer has no ckpt_dir")
-        return atomic_torch_save(self.state_dict(), Path(path) if path else self.ckpt_dir/"last.pt")
+        path, err = Path(path) if path else self.ckpt_dir/"last.pt", None
+        if self.is_main:
+            try: atomic_torch_save(self.state_dict(), path)
+            except Exception as e: err = e
+        if self.distributed:                   # the other ranks wait for the file (a resume reads it) and share a failure
+            flag = [None if err is None else f"{type(err).__name__}: {err}"]
+            dist.broadcast_object_list(flag, src=0)
+            if flag[0] is not None and not self.is_main: raise OSError(f"rank 0 could not write {path} ({flag[0]})")
+        if err is not None: raise err
+        return path
 
     def load(self, path:str|Path):
         "Restore the full training state written by `save`."
@@ -731,8 +779,15 @@ class VQGANTrainer:
         "One generator step (and one discriminator step after warm-up); returns the step's numbers."
         c, m, d = self.cfg, self.model, self.disc
         m.train()
-        b = self.batch_fn(self.gen)
-        x, seg = getattr(b, "image", b).to(self.device).float(), getattr(b, "seg", None)
+        b = self.batch_fn(self.gen)            # the global batch, drawn alike on every rank; each rank trains on its share of rows
+        x, seg = getattr(b, "image", b), getattr(b, "seg", None)
+        if self.distributed:
+            if x.shape[0] % self.world_size:
+                raise ValueError(f"batch of {x.shape[0]} does not split evenly over {self.world_size} processes; use a batch size divisible by {self.world_size}")
+            n = x.shape[0] // self.world_size
+            rows = slice(self.rank * n, (self.rank + 1) * n)
+            x, seg = x[rows], (seg[rows] if seg is not None else None)
+        x = x.to(self.device).float()
         if m.spade_label_channels:
             if seg is None: raise ValueError("this VQ-GAN has a SPADE decoder: batch_fn must return VQBatch(image, seg) with the "
                                              "label map of every patch")
@@ -741,31 +796,34 @@ class VQGANTrainer:
         adv_on = d is not None and self.loss.adversarial_active(self.step)
         if d is not None: d.train().requires_grad_(False)
         with autocast(self.device, c.amp):
-            recon, q = m(x, seg)
-            terms = self.loss.generator_loss(x, recon, q, d if adv_on else None, step=self.step)
+            recon, q = (self.ddp or m)(x, seg)
+            terms = self.loss.generator_loss(x, recon, q, d if adv_on else None, step=self.step)   # the frozen critic: no DDP needed
         if not torch.isfinite(terms.total):
             raise FloatingPointError(f"generator loss is {terms.total.item()} at step {self.step} ({terms}); lower lr (now {c.lr}) or check the data")
-        self.opt_g.zero_grad(set_to_none=True); terms.total.backward()
+        self.opt_g.zero_grad(set_to_none=True); terms.total.backward()      # DDP averages the gradients over the processes here
         if c.grad_clip: torch.nn.utils.clip_grad_norm_(m.parameters(), c.grad_clip)
         self.opt_g.step()
         d_loss = float("nan")
         if adv_on:
             d.requires_grad_(True)
-            with autocast(self.device, c.amp): dl = self.loss.discriminator_loss(d, x, recon.detach())
+            with autocast(self.device, c.amp): dl = self.loss.discriminator_loss(self.ddp_d or d, x, recon.detach())
             self.opt_d.zero_grad(set_to_none=True); dl.backward()
             if c.grad_clip: torch.nn.utils.clip_grad_norm_(d.parameters(), c.grad_clip)
-            self.opt_d.step(); d_loss = dl.item()
+            self.opt_d.step(); d_loss = dl.detach()
         if d is not None: d.requires_grad_(True)
         self.step += 1
-        return dict(loss=terms.total.item(), l1=terms.l1.item(), commit=terms.commit.item(), spectral=terms.spectral.item(),
-                    perceptual=terms.perceptual.item(), adv_g=terms.adversarial.item(), adv_weight=self.loss.adv_weight_at(self.step - 1), d_loss=d_loss,
-                    perplexity=q.perplexity.item(), usage=q.usage.item(), alive=m.quantizer.alive_fraction())
+        means = torch.stack([t.detach().float() for t in (terms.total, terms.l1, terms.commit, terms.spectral, terms.perceptual,
+                                                           terms.adversarial)] + [torch.as_tensor(d_loss, dtype=torch.float32, device=x.device)])
+        if self.distributed: dist.all_reduce(means); means /= self.world_size   # every rank logs the global batch's numbers
+        v = means.tolist()
+        return dict(loss=v[0], l1=v[1], commit=v[2], spectral=v[3], perceptual=v[4], adv_g=v[5], adv_weight=self.loss.adv_weight_at(self.step - 1),
+                    d_loss=v[6], perplexity=q.perplexity.item(), usage=q.usage.item(), alive=m.quantizer.alive_fraction())
 
     def fit(self, steps:int|None=None, # stop after this many total steps (default cfg.steps)
            ) -> list[dict]:
         "Train until `steps` (or cfg.steps) total steps; returns the history (one dict per logged step)."
         end, start = min(steps or self.cfg.steps, self.cfg.steps), self.step
-        bar = tqdm(total=end, initial=self.step, disable=not self.progress, desc="vqgan", leave=False)
+        bar = tqdm(total=end, initial=self.step, disable=not (self.progress and self.is_main), desc="vqgan", leave=False)
         acc = []
         while self.step < end:
             acc.append(self.train_step()); bar.update(1)

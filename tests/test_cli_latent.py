@@ -84,4 +84,4 @@ def test_latent_refusals(case, tmp_path, capsys, monkeypatch):
     one_line_error(rc, err, "sample"); assert "checkpoints/ldm/last.pt missing" in err
     monkeypatch.setenv("WORLD_SIZE", "2"); monkeypatch.setenv("RANK", "0")
     rc, _, err = call(capsys, "train", "--pipeline", "medlord", "--root", tmp_path/"runs", *params("medlord"))
-    one_line_error(rc, err, "train"); assert "trains in one process" in err and not (tmp_path/"runs").exists()
+    one_line_error(rc, err, "train"); assert "must split evenly over 2 processes" in err and not (tmp_path/"runs").exists()
