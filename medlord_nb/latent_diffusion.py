@@ -28,7 +28,7 @@ from .vqgan import VQGAN, VQBatch, VQGANTrainConfig, VQGANTrainer, make_discrimi
 from .segmentation import SegModel, SegmenterFeatures
 from .latents import LatentSet, LatentDiffusion, encode_dataset, encode_volume, decode_latent, vqgan_fingerprint
 from .conditioning import ConcatConditioned, ControlNetLite, ControlledUNet, SPADEUNet, ConditionDropout, CFGDenoiser, _pad_end
-from .lsdm_nets import LSDMUNet
+from .lsdm_nets import LSDMUNet, CodebookScaler
 from .datasets import is_dataset, expand_samples, load_case   # volume specs shared by every pipeline
 from .memory import (check_budget, PlanError, register_planner, ModelSpec, Spec, TrainStep, DenoiseStep, DecodeStep, PhasePlan,
                                estimate_peak, evaluate, first_fit, plan_denoise, search_windows, format_setting)
@@ -38,10 +38,10 @@ __all__ = ['ConditioningType', 'PerceptualNetwork', 'FitMode', 'SCALE_FILE', 'La
            'MedLSDMConfig', 'Prepared', 'to_source_grid', 'prepare', 'fit_prepared', 'unfit_prepared', 'prepare_volume',
            'prepare_data', 'crop_volume', 'condition_region', 'Augment', 'ImagePatches', 'build_perceptual',
            'build_vqgan', 'train_vqgan_stage', 'reconstruction_psnr', 'reconstruction_report', 'encode_stage',
-           'make_condition', 'LatentBatches', 'unet_kwargs', 'build_unet', 'build_denoiser', 'LDMResult',
-           'train_ldm_stage', 'make_sampler', 'generate', 'sample_record', 'LatentModel', 'LatentRun', 'train_all',
-           'load_trained', 'prepare_classes', 'mask_classes', 'sample_latent', 'latent_shape', 'train_phase',
-           'denoise_phase', 'decode_phase', 'plan_latent']
+           'make_condition', 'LatentBatches', 'unet_kwargs', 'build_unet', 'build_denoiser', 'LDMResult', 'LatentScale',
+           'latent_scale', 'train_ldm_stage', 'make_sampler', 'generate', 'sample_record', 'LatentModel', 'LatentRun',
+           'train_all', 'load_trained', 'prepare_classes', 'mask_classes', 'sample_latent', 'latent_shape',
+           'train_phase', 'denoise_phase', 'decode_phase', 'plan_latent']
 
 # %% ../nbs/16_latent_diffusion.ipynb #d644cb9a
 ConditioningType = Literal["controlnet", "spade", "concat"]
@@ -96,6 +96,7 @@ class LatentDiffusionConfig(Config):
     latent_kind: Literal["quantized", "mean"] = "quantized" # codes or encoder output (never a noisy sample)
     decode_quantized: bool = True # snap sampled latents to the nearest codes before decoding
     rebuild_latents: bool = False # re-encode even if a cache from another VQ-GAN exists (else it is refused)
+    latent_scaling: Literal["std", "codebook_minmax"] = "std" # 'std': latents times 1/std; 'codebook_minmax': to [-1, 1] by the codebook's min / max (Med-LSDM)
     # stage 3: latent diffusion U-Net
     channels: tuple[int, ...] = (16, 32, 32) # U-Net widths per level
     num_res_blocks: int = 1 # res blocks per level
@@ -151,6 +152,8 @@ class LatentDiffusionConfig(Config):
             raise ConfigError(f"mri_percentiles {self.mri_percentiles} must be [low, high] within 0..100 with low < high, e.g. [0.5, 99.5]")
         if self.spacing is not None and (len(self.spacing) != 3 or min(self.spacing) <= 0):
             raise ConfigError(f"spacing {self.spacing} must be 3 positive voxel sizes in mm, e.g. [1.5, 1.5, 5.0], or null")
+        if self.latent_scaling not in ("std", "codebook_minmax"):
+            raise ConfigError(f"latent_scaling must be 'std' or 'codebook_minmax', got {self.latent_scaling!r}")
         if not self.vqgan_channels: raise ConfigError("vqgan_channels needs one width per 2x downsampling, e.g. (128, 256) for 4x")
         f = self.downsample_factor
         if any(p % f for p in self.vqgan_patch_size):
@@ -632,39 +635,66 @@ class LDMResult(NamedTuple):
     trainer: Trainer # the conditioned model's trainer (history, checkpoints)
     base_trainer: Trainer|None # MedLoRD's unconditional base trainer (None otherwise)
     scale_factor: float # the latent scale the denoiser was trained with (recorded next to its checkpoint): sample with this one
+    scale_shift: float = 0.0 # ... and the shift added after it (0 for 'std'; codebook_minmax: the map to [-1, 1])
 
-SCALE_FILE = "latent_scale.json"  # next to a latent denoiser's last.pt: the scale factor of the latents it learned
+SCALE_FILE = "latent_scale.json"  # next to a latent denoiser's last.pt: the affine scale (factor, shift) of the latents it learned
+
+class LatentScale(NamedTuple):
+    "The affine map a denoiser's latents went through: `z * factor + shift`."
+    factor: float # multiply the unscaled latent by this
+    shift: float = 0.0 # then add this
+
+def latent_scale(cfg:LatentDiffusionConfig, # settings (latent_scaling)
+                 latents:LatentSet, # the training latents ('std': their 1/std)
+                 vqgan:nn.Module|None=None, # the VQ-GAN that encoded them ('codebook_minmax': its quantiser's codebook)
+                ) -> LatentScale:
+    "The scale `cfg.latent_scaling` asks for: 1/std of the latents, or the codebook's [min, max] mapped affinely onto [-1, 1]."
+    if cfg.latent_scaling == "std": return LatentScale(float(latents.scale_factor), 0.0)
+    if vqgan is None: raise ValueError("latent_scaling 'codebook_minmax' needs the VQ-GAN (vqgan=...): the scale comes from its codebook")
+    cb = CodebookScaler.from_codebook(vqgan.quantizer)
+    a = 2.0 / (cb.high - cb.low)                                             # (z - low) / (high - low) * 2 - 1 = z * a + b
+    return LatentScale(a, -cb.low * a - 1.0)
 
 def _record_scale(ck_dir:str|Path|None, # a denoiser's checkpoint folder (None: nothing recorded)
-                  scale:float, # the scale factor of the latents it is about to train on
+                  scale:float|LatentScale, # the scale of the latents it is about to train on (a float: shift 0)
                   latents:LatentSet, # those latents (fingerprint, kind)
                   names:Sequence[str], # the volumes it trains on
-                 ) -> float: # the scale to train (and later sample) with
+                  how:str="std", # the config's latent_scaling (recorded, and checked on resume)
+                 ) -> LatentScale: # the scale to train (and later sample) with
     "Fix a denoiser's latent scale: written when its training starts, checked and reused when it resumes."
-    if ck_dir is None: return float(scale)
+    scale = scale if isinstance(scale, LatentScale) else LatentScale(float(scale))
+    if ck_dir is None: return scale
     f = Path(ck_dir)/SCALE_FILE
     if f.exists() and (Path(ck_dir)/"last.pt").exists():                 # a model already trained on some scale
         rec = load_json(f)
         if rec.get("vqgan_fingerprint") != latents.vqgan_fingerprint:
             raise ValueError(f"{ck_dir} holds a denoiser of the latents of VQ-GAN {str(rec.get('vqgan_fingerprint'))[:12]}, these "
                              f"latents come from VQ-GAN {latents.vqgan_fingerprint[:12]}; start a new run directory")
-        s = float(rec["scale_factor"])
-        if abs(s - scale) > 1e-3 * s:
+        old = rec.get("latent_scaling", "std")
+        if old != how: raise ValueError(f"{ck_dir} was trained with latent_scaling {old!r}, the config asks for {how!r}; "
+                                        f"resume with latent_scaling: {old}, or start a new run directory")
+        s, b = float(rec["scale_factor"]), float(rec.get("shift", 0.0))
+        if abs(b - scale.shift) > 1e-3 * max(1.0, abs(b)):
+            raise ValueError(f"{ck_dir} was trained on latents shifted by {b:.6g}, the codebook now gives {scale.shift:.6g}; start a new run directory")
+        if abs(s - scale.factor) > 1e-3 * s:
             raise ValueError(f"{ck_dir} was trained on latents scaled by {s:.6g} (volumes {rec.get('volumes')}), but the latents of "
-                             f"{list(names)} have scale {scale:.6g}: the training set changed. Resume with the same train_samples, "
+                             f"{list(names)} have scale {scale.factor:.6g}: the training set changed. Resume with the same train_samples, "
                              f"or start a new run directory")
-        return s
-    if dist_info().rank != 0: return float(scale)                       # rank 0 writes the record
-    save_json({"scale_factor": float(scale), "vqgan_fingerprint": latents.vqgan_fingerprint, "kind": latents.kind,
-               "volumes": list(names), "what": "1/std of the unscaled latents of `volumes`; the denoiser here learned latents "
-                                               "times this number and is sampled with it (latent_diffusion.load_trained)"}, f)
-    return float(scale)
+        return LatentScale(s, b)
+    if dist_info().rank != 0: return scale                               # rank 0 writes the record
+    what = ("1/std of the unscaled latents of `volumes`" if how == "std" else
+            "codebook min / max mapped to [-1, 1]: scale_factor = 2 / (high - low), shift = -low * scale_factor - 1")
+    save_json({"scale_factor": scale.factor, "shift": scale.shift, "latent_scaling": how, "vqgan_fingerprint": latents.vqgan_fingerprint,
+               "kind": latents.kind, "volumes": list(names),
+               "what": what + "; the denoiser here learned latents * scale_factor + shift and is sampled with them (latent_diffusion.load_trained)"}, f)
+    return scale
 
 def train_ldm_stage(cfg:LatentDiffusionConfig, # settings
                     latents:LatentSet, # training latents (stage 2)
                     data:dict[str, Prepared], # the prepared volumes (their one-hot conditions), same names as `latents`
                     run:str|Path|None=None, # run directory: checkpoints in run/checkpoints/ldm[_base] (resumed if present)
                     progress:bool=True, # tqdm bars
+                    vqgan:nn.Module|None=None, # the VQ-GAN of the latents (needed by latent_scaling 'codebook_minmax')
                    ) -> LDMResult:
     "Stage 3: train (or resume) the latent denoiser; MedLoRD trains the unconditional base, then the ControlNet."
     missing = [n for n in data if n not in latents.latents]
@@ -675,9 +705,10 @@ def train_ldm_stage(cfg:LatentDiffusionConfig, # settings
         _check_budget(cfg, shape, "train")
     f, sched = cfg.downsample_factor, cfg.noise_schedule()
     ck = lambda name: Path(run)/"checkpoints"/name if run else None
-    scale = latents.scale_factor                                    # recorded with the model; a resumed model keeps its own
-    for name in (("ldm_base", "ldm") if cfg.conditioning == "controlnet" else ("ldm",)): scale = _record_scale(ck(name), scale, latents, names)
-    zs = [latents.latents[n] * scale for n in names]
+    scale = latent_scale(cfg, latents, vqgan)                       # recorded with the model; a resumed model keeps its own
+    for name in (("ldm_base", "ldm") if cfg.conditioning == "controlnet" else ("ldm",)):
+        scale = _record_scale(ck(name), scale, latents, names, cfg.latent_scaling)
+    zs = [latents.latents[n] * scale.factor + scale.shift for n in names]
     crop = None if cfg.ldm_crop is None else tuple(c // f for c in cfg.ldm_crop)
     conds = [make_condition(data[n].onehot, cfg) for n in names]
     cf = 1 if cfg.conditioning == "concat" else f
@@ -696,7 +727,7 @@ def train_ldm_stage(cfg:LatentDiffusionConfig, # settings
     if isinstance(model, ConditionDropout): model.shard = (tr.rank, tr.world_size)   # dropout draws for the global batch, as one process would
     tr.fit()
     if run and tr.is_main: mark_stage(run, "ldm", steps=tr.step, checkpoint="checkpoints/ldm/last.pt")
-    return LDMResult(tr.eval_model, tr, base_tr, scale)
+    return LDMResult(tr.eval_model, tr, base_tr, scale.factor, scale.shift)
 
 # %% ../nbs/16_latent_diffusion.ipynb #4116670f
 def make_sampler(cfg:LatentDiffusionConfig):
@@ -711,6 +742,7 @@ def generate(model:nn.Module, # trained conditioned latent denoiser (LDMResult.m
              prep:Prepared, # the prepared conditioning region (its one-hot is the condition)
              seed:int|None=None, # noise seed (default cfg.seed)
              progress:bool=True, # tqdm bar over steps
+             scale_shift:float=0.0, # the shift added after the scale in training (LDMResult.scale_shift)
             ) -> np.ndarray: # generated volume in HU (an MRI: the conditioning volume's signal units) on the SOURCE grid of `prep`
     "Sample one whole latent conditioned on a mask, decode it (a SPADE decoder reads the mask too), and return HU (or MR signal) on the source grid."
     prep = fit_prepared(prep, cfg.volume_size, cfg.volume_fit)         # at the size the model was trained at (if it has one)
@@ -720,7 +752,8 @@ def generate(model:nn.Module, # trained conditioned latent denoiser (LDMResult.m
     den = CFGDenoiser(model, cfg.guidance_scale) if cfg.guidance_scale != 1 else model
     kw = {"conditioning_scale": cfg.conditioning_scale} if cfg.conditioning == "controlnet" else None
     ld = LatentDiffusion(vqgan.to(dev), den, cfg.noise_schedule(), scale_factor, cfg.latent_kind, cfg.decode_quantized,
-                         cfg.decode_tile, cfg.decode_overlap, weights=cfg.inference_weights, skip_device="cpu" if cfg.host_skips else None)
+                         cfg.decode_tile, cfg.decode_overlap, weights=cfg.inference_weights, skip_device="cpu" if cfg.host_skips else None,
+                         shift=scale_shift)
     cond = make_condition(prep.onehot, cfg)[None]
     seg = torch.from_numpy(np.asarray(prep.onehot)).float()[None] if vqgan.spade_label_channels else None   # the VQ-GAN pads it like the image
     g = torch.Generator().manual_seed(cfg.seed if seed is None else seed)
@@ -747,6 +780,7 @@ class LatentModel(NamedTuple):
     vqgan: VQGAN # the autoencoder (eval mode)
     denoiser: nn.Module # the EMA conditioned latent denoiser (eval mode)
     scale_factor: float # the latent scale the denoiser was trained with
+    scale_shift: float = 0.0 # ... and the shift after it (`latent_scaling: codebook_minmax`)
 
 @dataclasses.dataclass
 class LatentRun:
@@ -762,13 +796,13 @@ class LatentRun:
     @property
     def history(self) -> list: return self.ldm.trainer.history
     @property
-    def model(self) -> LatentModel: return LatentModel(self.vqgan_trainer.model.eval(), self.ldm.model, self.ldm.scale_factor)
+    def model(self) -> LatentModel: return LatentModel(self.vqgan_trainer.model.eval(), self.ldm.model, self.ldm.scale_factor, self.ldm.scale_shift)
 
     def stages(self) -> dict:
         "Steps and final losses of every stage (for metrics.json)."
         out = {"vqgan": {"steps": self.vqgan_trainer.step,
                          "final_l1": self.vqgan_trainer.history[-1]["l1"] if self.vqgan_trainer.history else None},
-               "scale_factor": self.ldm.scale_factor}
+               "scale_factor": self.ldm.scale_factor, "scale_shift": self.ldm.scale_shift}
         for k, tr in (("ldm_base", self.ldm.base_trainer), ("ldm", self.ldm.trainer)):
             if tr is not None: out[k] = {"steps": tr.step, "final_loss": tr.history[-1][1] if tr.history else None}
         return out
@@ -793,7 +827,7 @@ def train_all(cfg:LatentDiffusionConfig, # settings of either system
     data = prepare_data(cfg)
     vtr = train_vqgan_stage(cfg, data, run, progress=progress)
     lat = encode_stage(vtr.model, data, cfg, run)
-    return LatentRun(vtr, lat, train_ldm_stage(cfg, lat, data, run, progress=progress), info.rank == 0, info.world_size)
+    return LatentRun(vtr, lat, train_ldm_stage(cfg, lat, data, run, progress=progress, vqgan=vtr.model), info.rank == 0, info.world_size)
 
 def load_trained(cfg:LatentDiffusionConfig, # the run's config
                  run:str|Path, # run directory written by `train_all`
@@ -817,7 +851,7 @@ def load_trained(cfg:LatentDiffusionConfig, # the run's config
         raise ValueError(f"{ck/'ldm'}: the denoiser learned the latents of another VQ-GAN than {need[0]}; retrain the run (rebuild_latents=True)")
     base = build_unet(cfg) if cfg.conditioning == "controlnet" else None     # its weights come with the ControlNet's checkpoint below
     den = load_weights(build_denoiser(cfg, base), ck/"ldm"/"last.pt", ema=True, device=dev)
-    return LatentModel(vq.to(dev).eval(), den, float(rec["scale_factor"]))
+    return LatentModel(vq.to(dev).eval(), den, float(rec["scale_factor"]), float(rec.get("shift", 0.0)))   # records before the shift: 0
 
 def prepare_classes(classes:np.ndarray, # (X, Y, Z) class map: 0 background, 1..n the labels, n+1 body (as `prepare`)
                     cfg:LatentDiffusionConfig, # settings (num_classes, image_downsample)
@@ -860,7 +894,7 @@ def sample_latent(model:LatentModel, # from `load_trained` (or `LatentRun.model`
                   progress:bool=True, # tqdm bar
                  ) -> np.ndarray: # HU on the source grid of `prep`
     "`generate` with the pieces of a `LatentModel`."
-    return generate(model.denoiser, model.vqgan, model.scale_factor, cfg, prep, seed=seed, progress=progress)
+    return generate(model.denoiser, model.vqgan, model.scale_factor, cfg, prep, seed=seed, progress=progress, scale_shift=model.scale_shift)
 
 # %% ../nbs/16_latent_diffusion.ipynb #329ed195
 def latent_shape(cfg:LatentDiffusionConfig, # settings (the VQ-GAN's factor)

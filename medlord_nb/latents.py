@@ -241,7 +241,7 @@ def encode_dataset(vqgan:VQGAN, # trained VQ-GAN
 
 # %% ../nbs/10_latents.ipynb #4fc8272e
 class LatentDiffusion(nn.Module):
-    "A frozen VQ-GAN + a latent denoiser + schedule + scale factor: encode, sample in latent space, decode (tiled if asked)."
+    "A frozen VQ-GAN + a latent denoiser + schedule + affine latent scale: encode, sample in latent space, decode (tiled if asked)."
     def __init__(self, vqgan:VQGAN, # trained autoencoder (frozen here)
                  denoiser:nn.Module, # latent denoiser, called as denoiser(x_t, t[, cond], **model_kwargs)
                  schedule:NoiseSchedule, # the schedule the denoiser was trained with
@@ -252,6 +252,7 @@ class LatentDiffusion(nn.Module):
                  overlap:float=0.25, # tile overlap
                  weights:Literal["fp32", "bf16"]="fp32", # weights while sampling/decoding under bf16 autocast on CUDA (fp32 elsewhere)
                  skip_device:str|torch.device|None=None, # where the denoiser's full-size skips wait while sampling (e.g. 'cpu'; `fullres.host_skips`)
+                 shift:float=0.0, # then add this (0 for 1/std scaling; Med-LSDM's codebook min/max map to [-1, 1] needs one)
                 ):
         super().__init__()
         _check_kind(kind)
@@ -262,7 +263,7 @@ class LatentDiffusion(nn.Module):
         self.vqgan, self.denoiser, self.schedule = vqgan.eval(), denoiser, schedule    # encode/decode run under no_grad
         self.scale_factor, self.kind, self.decode_quantized = float(scale_factor), kind, decode_quantized
         self.tile, self.overlap = (tuple(int(t) for t in tile) if tile is not None else None), overlap
-        self.weights, self.skip_device = weights, skip_device
+        self.weights, self.skip_device, self.shift = weights, skip_device, float(shift)
 
     def train(self, mode:bool=True):
         super().train(mode); self.vqgan.eval(); return self                     # the autoencoder stays in eval mode
@@ -276,15 +277,15 @@ class LatentDiffusion(nn.Module):
 
     def encode(self, x:torch.Tensor, # images (B, in_channels, *spatial) in [-1, 1]
               ) -> torch.Tensor: # scaled latents (B, C, *latent_spatial)
-        "Images -> scaled latents (codes or encoder mean, times `scale_factor`)."
-        return torch.stack([encode_volume(self.vqgan, xi, self.kind, self.device) for xi in x]).to(self.device) * self.scale_factor
+        "Images -> scaled latents (codes or encoder mean, times `scale_factor`, plus `shift`)."
+        return torch.stack([encode_volume(self.vqgan, xi, self.kind, self.device) for xi in x]).to(self.device) * self.scale_factor + self.shift
 
     def decode(self, z:torch.Tensor, # scaled latents (B, C, *latent_spatial)
                shape:Sequence[int]|None=None, # crop to this image shape
                seg:torch.Tensor|None=None, # label map (B or 1, K, *spatial) for a SPADE decoder (`VQGAN(spade_label_channels=K)`)
               ) -> torch.Tensor: # images (B, out_channels, *spatial) on the CPU
         "Scaled latents -> images (snapped to codes if `decode_quantized`; tiled if `tile`; a SPADE decoder reads `seg`)."
-        z = z.float().to(self.device) / self.scale_factor
+        z = (z.float().to(self.device) - self.shift) / self.scale_factor
         if self.kind == "quantized" and self.decode_quantized:
             with torch.no_grad(): z = self.vqgan.quantizer.embed(self.vqgan.quantize(z, update=False).indices)
         return decode_latent(self.vqgan, z, shape, self.tile, self.overlap, self.device, seg=seg,
