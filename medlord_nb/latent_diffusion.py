@@ -28,7 +28,7 @@ from .vqgan import VQGAN, VQBatch, VQGANTrainConfig, VQGANTrainer, make_discrimi
 from .segmentation import SegModel, SegmenterFeatures
 from .latents import LatentSet, LatentDiffusion, encode_dataset, encode_volume, decode_latent, vqgan_fingerprint
 from .conditioning import ConcatConditioned, ControlNetLite, ControlledUNet, SPADEUNet, ConditionDropout, CFGDenoiser, _pad_end
-from .lsdm_nets import LSDMUNet, CodebookScaler
+from .lsdm_nets import LSDMUNet, CodebookScaler, LSDMVQGAN, LSDMVQLoss, LSDMTrainerLoss
 from .datasets import is_dataset, expand_samples, load_case   # volume specs shared by every pipeline
 from .memory import (check_budget, PlanError, register_planner, ModelSpec, Spec, TrainStep, DenoiseStep, DecodeStep, PhasePlan,
                                estimate_peak, evaluate, first_fit, plan_denoise, search_windows, format_setting)
@@ -234,6 +234,8 @@ class MedLSDMConfig(LatentDiffusionConfig):
     spade_hidden: int = 16 # hidden width of each SPADE norm's label-map conv (MONAI: 128)
     spade_decoder: bool = False # Med-LSDM's optional SPADE VQ-GAN decoder: its res blocks modulated by the one-hot map
     full_volume: bool = False # True: no crop, whole latents in training and a whole volume at sampling
+    vqgan_kind: Literal["medlord", "lsdm"] = "medlord" # stage 1: 'medlord' (`vqgan.VQGAN`, MedLoRD's losses) or 'lsdm' (`lsdm_nets.LSDMVQGAN`, hidden = vqgan_channels[0], L1 + image/video GAN with feature matching)
+    vqgan_disc_start: int = 1000 # vqgan_kind 'lsdm': its image and video discriminators train from this step on (Med-LSDM: 1000)
     backbone: Literal["lsdm", "spade_unet"] = "spade_unet" # 'lsdm': Med-LSDM's own denoiser (`lsdm_nets.LSDMUNet`, widths from `channels`); 'spade_unet': our U-Net with SPADE norms
     system = "med_lsdm"
 
@@ -242,6 +244,15 @@ class MedLSDMConfig(LatentDiffusionConfig):
         if any(c % self.downsample_factor for c in self.crop_size):
             raise ConfigError(f"crop_size {self.crop_size} must be multiples of the VQ-GAN factor {self.downsample_factor}")
         if self.conditioning == "controlnet": raise ConfigError("Med-LSDM conditions by 'spade' (or 'concat'); use MedLoRDConfig for a ControlNet")
+        if self.vqgan_kind not in ("medlord", "lsdm"): raise ConfigError(f"vqgan_kind must be 'medlord' or 'lsdm', got {self.vqgan_kind!r}")
+        if self.vqgan_kind == "lsdm":
+            c0 = self.vqgan_channels[0]
+            if list(self.vqgan_channels) != [c0 * 2 ** i for i in range(len(self.vqgan_channels))]:
+                raise ConfigError(f"vqgan_kind 'lsdm' doubles its width per downsampling: vqgan_channels {self.vqgan_channels} must be "
+                                  f"{[c0 * 2 ** i for i in range(len(self.vqgan_channels))]}")
+            for k, v in (("spade_decoder", self.spade_decoder), ("decode_tile", self.decode_tile), ("budget", self.budget)):
+                if v not in (False, None): raise ConfigError(f"vqgan_kind 'lsdm' does not support {k} yet; set {k}: {'false' if k == 'spade_decoder' else 'null'}")
+            if self.vqgan_disc_start < 0: raise ConfigError(f"vqgan_disc_start must be >= 0, got {self.vqgan_disc_start}")
         if self.backbone not in ("lsdm", "spade_unet"): raise ConfigError(f"backbone must be 'lsdm' or 'spade_unet', got {self.backbone!r}")
         if self.backbone == "lsdm":
             c0 = self.channels[0]
@@ -465,8 +476,12 @@ def build_perceptual(cfg:LatentDiffusionConfig, # settings (perceptual_network, 
     kind = f"{seg.cfg.spatial_dims}D segmenter encoder ({'2.5D slices' if seg.cfg.spatial_dims == 2 else 'whole patches'}): {Path(path).name}"
     return SlicePerceptualLoss(SegmenterFeatures(seg), seg.cfg.spatial_dims, cfg.perceptual_fake_3d_ratio, description=kind)
 
-def build_vqgan(cfg:LatentDiffusionConfig) -> VQGAN:
-    "The VQ-GAN of the config (3D, 1 channel; with `spade_decoder`, a SPADE decoder reading the config's one-hot classes)."
+def build_vqgan(cfg:LatentDiffusionConfig) -> VQGAN|LSDMVQGAN:
+    "The VQ-GAN of the config (3D, 1 channel; with `spade_decoder`, a SPADE decoder reading the config's one-hot classes; `vqgan_kind: lsdm`, Med-LSDM's)."
+    if getattr(cfg, "vqgan_kind", "medlord") == "lsdm":
+        return LSDMVQGAN(3, 1, hidden=cfg.vqgan_channels[0], downsample=cfg.downsample_factor, embedding_dim=cfg.latent_channels,
+                         num_embeddings=cfg.num_embeddings, commitment_cost=cfg.commitment_cost, decay=cfg.vqgan_decay,
+                         dead_code_threshold=cfg.dead_code_threshold)
     spade = getattr(cfg, "spade_decoder", False)
     return VQGAN(3, 1, 1, channels=cfg.vqgan_channels, num_res_blocks=cfg.vqgan_num_res_blocks, latent_channels=cfg.latent_channels,
                  num_embeddings=cfg.num_embeddings, commitment_cost=cfg.commitment_cost, decay=cfg.vqgan_decay,
@@ -481,14 +496,21 @@ def train_vqgan_stage(cfg:LatentDiffusionConfig, # settings
     "Stage 1: train (or resume) the VQ-GAN on random patches of the training volumes."
     seed_everything(cfg.seed)
     vq = build_vqgan(cfg)
-    disc = make_discriminator(3, 1, cfg.disc_channels, cfg.disc_layers) if cfg.adv_weight > 0 else None
-    perc = build_perceptual(cfg)
+    loss = None
+    if isinstance(vq, LSDMVQGAN):                  # Med-LSDM's losses; the trainer's `disc` holds both its discriminators
+        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+            raise ValueError("vqgan_kind 'lsdm' trains its VQ-GAN in one process (its BatchNorm discriminators are not synchronised under DDP); run without torchrun")
+        disc = LSDMVQLoss(1, disc_start=cfg.vqgan_disc_start, disc_channels=cfg.disc_channels, disc_layers=cfg.disc_layers)
+        loss, perc = LSDMTrainerLoss(disc), None    # no perceptual term (Med-LSDM's LPIPS is not shipped)
+    else:
+        disc = make_discriminator(3, 1, cfg.disc_channels, cfg.disc_layers) if cfg.adv_weight > 0 else None
+        perc = build_perceptual(cfg)
     nodule = 1 + list(cfg.labels).index(3) if 3 in cfg.labels else None
     aug = Augment(cfg.aug_rotate_deg, cfg.aug_rotate_prob, cfg.aug_flip_axis, cfg.aug_flip_prob)
     batches = ImagePatches(list(data.values()), cfg.vqgan_patch_size, cfg.vqgan_batch_size, nodule, cfg.vqgan_nodule_prob,
                            cfg.downsample_factor, with_seg=bool(vq.spade_label_channels), augment=aug if aug != Augment() else None)
     tr = VQGANTrainer(vq, disc, batches, cfg.vqgan_train_config(len(data)), cfg.device, Path(run)/"checkpoints"/"vqgan" if run else None,
-                      perceptual=perc, progress=progress)                # DDP when a process group of several is initialised
+                      perceptual=perc, progress=progress, loss=loss)     # DDP when a process group of several is initialised
     tr.fit()                                                                # a finished checkpoint: loaded, nothing trained
     tr.model.eval()
     if run and tr.is_main: mark_stage(run, "vqgan", steps=tr.step, checkpoint="checkpoints/vqgan/last.pt")

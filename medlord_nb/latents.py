@@ -84,7 +84,7 @@ def decode_latent(vqgan:VQGAN, # the VQ-GAN whose decoder to use
     try:
         with torch.no_grad(), inference_weights(vqgan, weights_dtype):
             if tile is None:
-                with autocast(dev, amp): out = vqgan.decode(zb.to(dev), shape, seg=None if seg is None else seg.to(dev))
+                with autocast(dev, amp): out = vqgan.decode(zb.to(dev), shape=shape, seg=None if seg is None else seg.to(dev))
             else:
                 out = tiled_decode(vqgan, zb, tile=tile, overlap=overlap, shape=shape, sw_device=dev, out_device="cpu", amp=amp, seg=seg)
     finally: vqgan.train(was)

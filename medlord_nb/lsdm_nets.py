@@ -12,12 +12,12 @@ import torch.nn.functional as F
 from .core import unsqueeze_right
 from .unet import timestep_embedding
 from .conditioning import SPADEGroupNorm, ResizeMode
-from .vqgan import EMAQuantizer, make_discriminator
+from .vqgan import EMAQuantizer, make_discriminator, QuantOut, LossTerms
 
 # %% auto #0
 __all__ = ['plane_conv', 'plane_down', 'plane_up', 'rotary', 'TokenAttention', 'PlaneAttention', 'DepthAttention', 'LSDMResBlock',
            'LSDMLevel', 'LSDMUNet', 'VQRes', 'LSDMVQOutput', 'LSDMVQGAN', 'LSDMVQLossTerms', 'hinge_d_loss',
-           'LSDMVQLoss', 'CodebookScaler']
+           'LSDMVQLoss', 'LSDMTrainerLoss', 'CodebookScaler']
 
 # %% ../nbs/06a_lsdm_nets.ipynb #596ef09c
 def _check_dims(spatial_dims:int):
@@ -255,6 +255,7 @@ class LSDMVQOutput(NamedTuple):
     commit_loss: torch.Tensor # the quantiser's commitment loss
     indices: torch.Tensor # codes (B, *latent)
     perplexity: torch.Tensor # effective number of codes in the batch
+    quant: QuantOut|None = None # the whole quantiser output (what `vqgan.VQGANTrainer` reads)
 
 class LSDMVQGAN(nn.Module):
     "medicaldiffusion-style VQ-GAN: 16 hidden channels doubled per stride-2 conv, EMA codebook, optional SPADE decoder."
@@ -275,6 +276,7 @@ class LSDMVQGAN(nn.Module):
         n = int(round(math.log2(downsample)))
         if 2 ** n != downsample or n < 1: raise ValueError(f"downsample must be a power of 2 >= 2, got {downsample}")
         self.spatial_dims, self.downsample_factor, self.spade_label_channels = spatial_dims, downsample, spade_label_channels
+        self.in_channels, self.latent_channels = in_channels, embedding_dim       # the names `latents` and the systems read
         sd, ch = spatial_dims, [hidden * 2 ** i for i in range(n + 1)]
         self.conv_in = _cnv(sd, in_channels, hidden)
         self.down = nn.ModuleList(nn.ModuleList([_cnv(sd, ch[i], ch[i + 1], 4, 2), VQRes(sd, ch[i + 1], groups)]) for i in range(n))
@@ -287,30 +289,43 @@ class LSDMVQGAN(nn.Module):
                                 for i in reversed(range(n)))
         self.conv_out = _cnv(sd, hidden, in_channels)
 
-    def encode(self, x:torch.Tensor) -> torch.Tensor: # (B, C, *spatial) -> pre-quantisation latent (B, D, *spatial / f)
-        "The encoder's continuous latent (sizes must be multiples of the factor)."
-        if any(s % self.downsample_factor for s in x.shape[2:]):
-            raise ValueError(f"image size {tuple(x.shape[2:])} must be multiples of {self.downsample_factor}; pad or crop it")
-        h = self.conv_in(x)
+    def latent_shape(self, spatial_shape:Sequence[int]) -> tuple[int, ...]:
+        "Latent spatial shape of an image of `spatial_shape` (padded up to a multiple of the factor)."
+        return tuple(-(-int(n) // self.downsample_factor) for n in spatial_shape)
+
+    def pad(self, x:torch.Tensor) -> torch.Tensor:
+        "Replicate-pad the end of every spatial axis up to a multiple of the factor (as `vqgan.VQGAN.pad`)."
+        extra = [(-n) % self.downsample_factor for n in x.shape[2:]]
+        return F.pad(x, [p for e in reversed(extra) for p in (0, e)], mode="replicate") if any(extra) else x
+
+    def quantize(self, z_e:torch.Tensor, update:bool|None=None) -> QuantOut:
+        "Snap every latent voxel to its nearest code (the codebook learns in training mode unless `update=False`)."
+        return self.quantizer(z_e, update)
+
+    def encode(self, x:torch.Tensor) -> torch.Tensor: # (B, C, *spatial) -> pre-quantisation latent (B, D, *ceil(spatial / f))
+        "The encoder's continuous latent (the image replicate-padded to a multiple of the factor first)."
+        h = self.conv_in(self.pad(x))
         for conv, res in self.down: h = res(conv(h))
         return self.enc_out(h)
 
     def decode(self, z:torch.Tensor, # quantised latent (B, D, *latent)
-               seg:torch.Tensor|None=None, # one-hot map (B, K, *any size), needed by a SPADE decoder
+               seg:torch.Tensor|None=None, # one-hot map (B, K, *any size), needed by a SPADE decoder (an image-sized one is padded like the image)
+               shape:Sequence[int]|None=None, # crop the output to this spatial shape (the image before padding)
               ) -> torch.Tensor:
         "Image from a (quantised) latent."
         if self.spade_label_channels and seg is None: raise ValueError("this VQ-GAN has a SPADE decoder: pass the one-hot map (seg)")
-        s = seg.to(z.dtype) if self.spade_label_channels else None
+        s = self.pad(seg.to(z.dtype)) if self.spade_label_channels else None
         h = self.post(z)
         h = F.silu(self.dec_in(h, s) if s is not None else self.dec_in(h))
         for up, *res in self.up:
             h = up(h)
             for r in res: h = r(h, s)
-        return self.conv_out(h)
+        h = self.conv_out(h)
+        return h if shape is None else h[(slice(None), slice(None)) + tuple(slice(0, int(n)) for n in shape)]
 
     def forward(self, x:torch.Tensor, seg:torch.Tensor|None=None) -> LSDMVQOutput:
         q = self.quantizer(self.encode(x))
-        return LSDMVQOutput(self.decode(q.z_q, seg), q.commit_loss, q.indices, q.perplexity)
+        return LSDMVQOutput(self.decode(q.z_q, seg, x.shape[2:]), q.commit_loss, q.indices, q.perplexity, q)
 
 # %% ../nbs/06a_lsdm_nets.ipynb #58b36759
 class LSDMVQLossTerms(NamedTuple):
@@ -384,6 +399,20 @@ class LSDMVQLoss(nn.Module):
         di = hinge_d_loss(self.image_disc(s)[-1], self.image_disc(s_hat)[-1])
         dv = hinge_d_loss(self.video_disc(x)[-1], self.video_disc(x_hat.detach())[-1])
         return self.w["image"] * di + self.w["video"] * dv
+
+class LSDMTrainerLoss(nn.Module):
+    "`LSDMVQLoss` in the shape `vqgan.VQGANTrainer` calls (its `loss=`); give the trainer `gan` as its `disc`, so both discriminators train."
+    def __init__(self, gan:LSDMVQLoss): # holds the image and video discriminators
+        super().__init__(); self.gan = gan
+    def adv_weight_at(self, step:int|None) -> float: return 1.0 if step is None or step >= self.gan.disc_start else 0.0
+    def adversarial_active(self, step:int) -> bool: return step >= self.gan.disc_start
+    def generator_loss(self, x, recon, quant:QuantOut, disc=None, step:int|None=None) -> LossTerms:
+        "Med-LSDM's generator terms plus the commitment loss, as `vqgan.LossTerms` (no spectral term: 0)."
+        t = self.gan.generator(x.float(), recon.float(), self.gan.disc_start if step is None else step)
+        return LossTerms(t.total + quant.commit_loss, t.l1, quant.commit_loss, recon.new_zeros(()), t.perceptual, t.gan + t.feature)
+    def discriminator_loss(self, disc, x, recon) -> torch.Tensor:
+        "Both discriminators' hinge loss (the trainer asks only once they are on)."
+        return self.gan.discriminator(x.float(), recon.float(), self.gan.disc_start)
 
 # %% ../nbs/06a_lsdm_nets.ipynb #7c668acc
 class CodebookScaler(NamedTuple):

@@ -702,6 +702,7 @@ class VQGANTrainer:
                  perceptual:nn.Module|None=None, # e.g. SlicePerceptualLoss(features) or PerceptualLoss3D(your_weights); None: no perceptual term
                  progress:bool=True, # tqdm progress bar (rank 0 only)
                  distributed:bool|None=None, # DDP over an initialised process group (None: when it has more than one process)
+                 loss:nn.Module|None=None, # the losses (None: VQGANLoss from cfg); e.g. lsdm_nets.LSDMTrainerLoss, with its discriminators as `disc`
                 ):
         self.cfg = cfg or VQGANTrainConfig()
         multi = dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
@@ -722,9 +723,9 @@ class VQGANTrainer:
             self.ddp = DDP(self.model, device_ids=ids, broadcast_buffers=False)
             self.ddp_d = DDP(self.disc, device_ids=ids, broadcast_buffers=False) if self.disc is not None else None
         c = self.cfg
-        self.loss = VQGANLoss(model.spatial_dims, c.l1_weight, c.spectral_weight, c.perceptual_weight, c.adv_weight,
-                              c.adv_warmup_steps, c.adv_criterion, perceptual.to(self.device) if perceptual is not None else None,
-                              c.adv_ramp_every)
+        self.loss = loss.to(self.device) if loss is not None else VQGANLoss(
+            model.spatial_dims, c.l1_weight, c.spectral_weight, c.perceptual_weight, c.adv_weight, c.adv_warmup_steps, c.adv_criterion,
+            perceptual.to(self.device) if perceptual is not None else None, c.adv_ramp_every)
         self.opt_g = torch.optim.Adam(self.model.parameters(), lr=c.lr, betas=c.betas)
         self.opt_d = torch.optim.Adam(self.disc.parameters(), lr=c.lr_d or c.lr, betas=c.betas) if self.disc is not None else None
         self.gen = torch.Generator().manual_seed(c.seed)
@@ -796,7 +797,8 @@ class VQGANTrainer:
         adv_on = d is not None and self.loss.adversarial_active(self.step)
         if d is not None: d.train().requires_grad_(False)
         with autocast(self.device, c.amp):
-            recon, q = (self.ddp or m)(x, seg)
+            out = (self.ddp or m)(x, seg)
+            recon, q = out.recon, out.quant                                # VQGANOutput (or any output with these fields)
             terms = self.loss.generator_loss(x, recon, q, d if adv_on else None, step=self.step)   # the frozen critic: no DDP needed
         if not torch.isfinite(terms.total):
             raise FloatingPointError(f"generator loss is {terms.total.item()} at step {self.step} ({terms}); lower lr (now {c.lr}) or check the data")

@@ -129,6 +129,9 @@ def test_config_is_valid(fname):
         assert c.guidance_scale == 1.5 and c.cond_dropout > 0 and c.downsample_factor == 4 and c.spade_decoder is False
         assert c.ldm_crop == (None if "full" in fname else (256, 256, 32))
         assert c.backbone == ("spade_unet" if "full" in fname else "lsdm") and c.channels == (64, 128, 256, 512)
+        # Med-LSDM's own VQ-GAN (lr 3e-4, discriminators from step 1000) and codebook min / max scaling; the whole-volume preset keeps ours
+        assert (c.vqgan_kind, c.latent_scaling) == (("medlord", "std") if "full" in fname else ("lsdm", "codebook_minmax"))
+        if c.vqgan_kind == "lsdm": assert (c.vqgan_lr, c.vqgan_disc_start, c.vqgan_channels) == (3e-4, 1000, (16, 32))
 
 def test_every_latent_config_is_tested():
     have = {p.name for p in (ROOT/"configs").glob("med*.yaml")}
