@@ -9,14 +9,15 @@ from pathlib import Path
 from typing import Any, Literal
 import numpy as np
 import torch
+import torch.distributed
 import yaml
 
 # %% auto #0
 __all__ = ['STAGES_FILE', 'PRETRAINED_MANIFEST', 'seed_everything', 'get_device', 'autocast_dtype', 'autocast', 'gpu_available',
-           'unsqueeze_right', 'atomic_write', 'atomic_torch_save', 'save_json', 'save_yaml', 'load_json', 'load_yaml',
-           'ConfigError', 'Config', 'make_run_dir', 'write_metrics', 'run_stages', 'mark_stage', 'find_repo_root',
-           'shipped_dirs', 'file_sha256', 'pretrained_manifests', 'pretrained_entry', 'pretrained_files',
-           'pretrained_file', 'parse_size', 'format_size', 'error_line']
+           'unsqueeze_right', 'atomic_write', 'atomic_torch_save', 'save_on_rank0', 'save_json', 'save_yaml',
+           'load_json', 'load_yaml', 'ConfigError', 'Config', 'make_run_dir', 'write_metrics', 'run_stages',
+           'mark_stage', 'find_repo_root', 'shipped_dirs', 'file_sha256', 'pretrained_manifests', 'pretrained_entry',
+           'pretrained_files', 'pretrained_file', 'parse_size', 'format_size', 'error_line']
 
 # %% ../nbs/00_core.ipynb #4f2d1e0c
 def seed_everything(seed:int=0, # seed for Python, NumPy and torch
@@ -91,6 +92,23 @@ def atomic_torch_save(obj:Any, # anything `torch.save` accepts (a checkpoint dic
     "`torch.save` through `atomic_write`: a checkpoint is complete or absent, never truncated."
     buf = io.BytesIO(); torch.save(obj, buf)
     return atomic_write(path, buf.getvalue())
+
+def save_on_rank0(obj:Any, # what to save (a checkpoint dict)
+                  path:str|Path, # destination file
+                  is_main:bool=True, # this process writes (rank 0)
+                  distributed:bool=False, # under torch.distributed: the other ranks wait for the file and share a failure
+                 ) -> Path:
+    "`atomic_torch_save` on rank 0 only; call it on every rank: the others wait (a resume reads the file) and raise if rank 0 could not write."
+    err = None
+    if is_main:
+        try: atomic_torch_save(obj, path)
+        except Exception as e: err = e
+    if distributed:
+        flag = [None if err is None else f"{type(err).__name__}: {err}"]
+        torch.distributed.broadcast_object_list(flag, src=0)
+        if flag[0] is not None and not is_main: raise OSError(f"rank 0 could not write {path} ({flag[0]})")
+    if err is not None: raise err
+    return Path(path)
 
 def _to_builtin(o):
     if isinstance(o, dict): return {str(k): _to_builtin(v) for k, v in o.items()}

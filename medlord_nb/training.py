@@ -13,7 +13,7 @@ import torch.nn.functional as F
 import torch.distributed as dist
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm.auto import tqdm
-from .core import get_device, autocast, atomic_torch_save, save_json, Config, ConfigError
+from .core import get_device, autocast, atomic_torch_save, save_on_rank0, save_json, Config, ConfigError
 from .schedules import NoiseSchedule
 from .memtrack import on_host
 
@@ -237,16 +237,7 @@ class Trainer:
         if self.distributed and self.shard == "independent":
             states = [None] * self.world_size
             dist.all_gather_object(states, self.gen.get_state()); sd["gen_ranks"] = states
-        err = None
-        if self.is_main:
-            try: atomic_torch_save(sd, path)
-            except Exception as e: err = e
-        if self.distributed:                     # the other ranks wait for the file (a resume reads it) and share a failure
-            flag = [None if err is None else f"{type(err).__name__}: {err}"]
-            dist.broadcast_object_list(flag, src=0)
-            if flag[0] is not None and not self.is_main: raise OSError(f"rank 0 could not write {path} ({flag[0]})")
-        if err is not None: raise err
-        return path
+        return save_on_rank0(sd, path, self.is_main, self.distributed)
 
     def load(self, path:str|Path):
         "Restore the full training state from a checkpoint written by `save`."

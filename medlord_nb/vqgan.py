@@ -18,7 +18,7 @@ from tqdm.auto import tqdm
 from monai.inferers import sliding_window_inference
 from monai.losses import JukeboxLoss, PatchAdversarialLoss
 from monai.networks.nets import PatchDiscriminator
-from .core import get_device, autocast, atomic_torch_save, Config, ConfigError
+from .core import get_device, autocast, atomic_torch_save, save_on_rank0, Config, ConfigError
 from .conditioning import resize_label_map, ResizeMode
 
 # %% auto #0
@@ -750,16 +750,7 @@ class VQGANTrainer:
     def save(self, path:str|Path|None=None) -> Path:
         "Write the full training state atomically (to ckpt_dir/last.pt by default); rank 0 writes, call it on every rank."
         if path is None and self.ckpt_dir is None: raise ValueError("no path given and the trainer has no ckpt_dir")
-        path, err = Path(path) if path else self.ckpt_dir/"last.pt", None
-        if self.is_main:
-            try: atomic_torch_save(self.state_dict(), path)
-            except Exception as e: err = e
-        if self.distributed:                   # the other ranks wait for the file (a resume reads it) and share a failure
-            flag = [None if err is None else f"{type(err).__name__}: {err}"]
-            dist.broadcast_object_list(flag, src=0)
-            if flag[0] is not None and not self.is_main: raise OSError(f"rank 0 could not write {path} ({flag[0]})")
-        if err is not None: raise err
-        return path
+        return save_on_rank0(self.state_dict(), Path(path) if path else self.ckpt_dir/"last.pt", self.is_main, self.distributed)
 
     def load(self, path:str|Path):
         "Restore the full training state written by `save`."
